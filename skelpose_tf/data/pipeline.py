@@ -1,0 +1,325 @@
+"""tf.data input pipelines for training and evaluation (top-down person crops).
+
+Per person: read the image file, decode it with OpenCV (any JPEG/PNG content, grey/CMYK
+converted to RGB), draw the augmentation (`augment.sample_augmentation`, seeded per sample),
+warp the region to the input size with one `cv2.warpAffine` (bilinear, black border) and map the
+keypoints through the same matrix (`transforms.affine_matrix`; a flip is folded into the matrix
+and swaps left/right keypoints with `keypoint_set.flip_index`). This runs in `tf.numpy_function`
+inside a parallel `map` (cv2 measured 1.6x faster per core than TF's decode + projective warp,
+`shared/reference/tf-keras-notes.md` section 7).
+
+Elements:
+- training: `(image uint8 [B, H, W, 3] RGB, {"keypoints": float32 [B, K, 2],
+  "visibility": float32 [B, K]})`; keypoints in input-crop pixels with pixel centres at
+  integers (DESIGN.md section 3), zeros where unlabelled; visibility = 1.0 where the keypoint
+  is labelled (COCO v > 0), else 0. Keypoints that the augmentation moves out of the crop keep
+  their coordinates and visibility: the target code decides their weight.
+- evaluation: `(image uint8 [B, H, W, 3], meta)` with meta = {"record_index" int64 [B] (position
+  in the records list), "image_id" int64 [B], "center" float32 [B, 2], "scale" float32 [B, 2]
+  (region in image pixels, for `transforms.crop_to_image`), "box_score" float32 [B],
+  "keypoints" float32 [B, K, 2] and "visibility" float32 [B, K] (ground truth in crop pixels;
+  zeros for detector boxes)}. No augmentation; the flip test can mirror the crop with
+  `tf.reverse(images, [2])`, which equals the crop of the flipped matrix pixel for pixel.
+
+Bad images (missing or unreadable file, empty, truncated or corrupt data, a decoded size that
+differs from the annotation) never raise inside tf.data: the sample is dropped, and the record
+is counted once in the `SkipReport` with the reason and logged with its file and record index.
+Grey, CMYK and PNG content (also under a .jpg name) is decoded, converted and counted as
+repaired. If every record of a training pipeline fails, the pipeline stops with an error saying
+so instead of looping forever.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from skelpose_tf.data.augment import AugmentConfig, Augmentation, sample_augmentation
+from skelpose_tf.data.images import ImageDecodeError, decode_image, read_image_bytes
+from skelpose_tf.data.records import SkipReport
+from skelpose_tf.data.transforms import affine_matrix, apply_affine, input_aspect_ratio
+from skelpose_tf.keypoints import get_keypoint_set
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def make_train_dataset(records, keypoint_set, input_size, batch_size,
+                       augment_config: AugmentConfig | None = None, *, seed=None,
+                       deterministic=False, shard=None, shuffle_buffer=None, threads=None,
+                       report: SkipReport | None = None) -> tf.data.Dataset:
+    """An infinite, shuffled, augmented and batched training dataset.
+
+    Args:
+        records: a sequence of `PersonRecord`s (from the readers), or a `TFRecordSource`
+            (`skelpose_tf.data.tfrecords`).
+        keypoint_set: a `KeypointSet` or a name/path for `get_keypoint_set`.
+        input_size: (height, width) of the model input.
+        batch_size: elements per batch (per replica when used with
+            `distribute_datasets_from_function`: pass `ctx.get_per_replica_batch_size(...)`).
+        augment_config: an `AugmentConfig` (default: the official COCO recipe);
+            `AugmentConfig.none()` turns augmentation off.
+        seed: integer seed of the shuffle and of the per-sample augmentation; None for
+            non-reproducible randomness.
+        deterministic: keep the element order fixed (with a seed, the output is then identical
+            from run to run); False lets parallel work finish out of order (faster).
+        shard: None, `(num_shards, index)` or a `tf.distribute.InputContext`: this pipeline
+            reads only its share of the records (multi-worker training).
+        shuffle_buffer: shuffle buffer size (default: all records of the shard).
+        threads: size of a private tf.data thread pool (None: TF's shared pool).
+        report: a `SkipReport` that counts skipped/repaired images (a new one if None).
+
+    Returns:
+        A `tf.data.Dataset` of `(image, {"keypoints", "visibility"})` batches (module docstring).
+    """
+    keypoint_set = get_keypoint_set(keypoint_set)
+    augment_config = AugmentConfig() if augment_config is None else augment_config
+    report = SkipReport() if report is None else report
+    num_shards, shard_index = _shard_spec(shard)
+    sample_seed = None if seed is None else int(
+        np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
+    samples = _source(records).train_samples(
+        _SampleMaker(keypoint_set, input_size, augment_config, report),
+        num_shards, shard_index, seed, sample_seed, shuffle_buffer, deterministic)
+    dataset = samples.map(lambda sample: (sample["image"], {
+        "keypoints": sample["keypoints"], "visibility": sample["visibility"]}))
+    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+    return dataset.with_options(_options(deterministic, threads, shard is not None))
+
+
+def make_eval_dataset(records, keypoint_set, input_size, batch_size, *, shard=None,
+                      threads=None, report: SkipReport | None = None) -> tf.data.Dataset:
+    """One pass over the records, in order, without augmentation.
+
+    Args:
+        records: a sequence of `PersonRecord`s, or a `TFRecordSource`.
+        keypoint_set: a `KeypointSet` or a name/path for `get_keypoint_set`.
+        input_size: (height, width) of the model input.
+        batch_size: elements per batch (the last batch may be smaller).
+        shard: None, `(num_shards, index)` or a `tf.distribute.InputContext`.
+        threads: size of a private tf.data thread pool (None: TF's shared pool).
+        report: a `SkipReport` that counts skipped/repaired images (a new one if None).
+
+    Returns:
+        A `tf.data.Dataset` of `(image, meta)` batches (module docstring).
+    """
+    keypoint_set = get_keypoint_set(keypoint_set)
+    report = SkipReport() if report is None else report
+    num_shards, shard_index = _shard_spec(shard)
+    samples = _source(records).eval_samples(
+        _SampleMaker(keypoint_set, input_size, None, report), num_shards, shard_index)
+    meta_keys = ("record_index", "image_id", "center", "scale", "box_score", "keypoints",
+                 "visibility")
+    dataset = samples.map(lambda sample: (sample["image"], {k: sample[k] for k in meta_keys}))
+    dataset = dataset.batch(batch_size).prefetch(AUTOTUNE)
+    return dataset.with_options(_options(True, threads, shard is not None))
+
+
+class _SampleMaker:
+    """The numpy side of the pipeline: decode an image and cut one person's (augmented) crop.
+
+    Thread safe; called from tf.data worker threads through `tf.numpy_function`.
+    """
+
+    def __init__(self, keypoint_set, input_size, augment_config, report):
+        self.keypoint_set = keypoint_set
+        self.input_size = tuple(int(v) for v in input_size)
+        self.aspect_ratio = input_aspect_ratio(self.input_size)
+        self.augment_config = augment_config
+        self.report = report
+        self.flip_index = np.asarray(keypoint_set.flip_index, np.int64)
+        self._failed = set()
+        self._lock = threading.Lock()
+
+    @property
+    def num_keypoints(self) -> int:
+        return self.keypoint_set.num_keypoints
+
+    def load(self, data, path, expected_size, where):
+        """Decode `data` (or read `path` when data is None) to RGB; None (and a report) on failure."""
+        try:
+            image, header = decode_image(read_image_bytes(path) if data is None else data)
+        except ImageDecodeError as error:
+            self.report.skip(error.reason, f"{where} ({path})")
+            return None
+        if tuple(image.shape[:2]) != tuple(expected_size):
+            self.report.skip("image size differs from the annotation",
+                             f"{where} ({path}: decoded {image.shape[1]}x{image.shape[0]}, "
+                             f"annotated {expected_size[1]}x{expected_size[0]})")
+            return None
+        if header is not None:
+            note = header.conversion_note(path)
+            if note:
+                self.report.repair(f"{note}, decoded and converted to RGB", path)
+        return image
+
+    def crop(self, image, center, scale, keypoints, visibility, seed):
+        """Cut one person's crop.
+
+        Args:
+            image: uint8 [h, w, 3] RGB.
+            center, scale: float32 [2], the record's region in image pixels.
+            keypoints: float32 [K, 2] image pixels; visibility: float32 [K] (raw label).
+            seed: int, the sample's augmentation seed (ignored without augmentation).
+
+        Returns:
+            (crop uint8 [H, W, 3], keypoints float32 [K, 2] crop pixels, visibility float32 [K]
+            in {0, 1}).
+        """
+        if self.augment_config is None:
+            augmentation = Augmentation(center, scale, 0.0, False)
+        else:
+            augmentation = sample_augmentation(
+                np.random.default_rng(int(seed) & 0x7FFFFFFFFFFFFFFF), center, scale, keypoints,
+                visibility, self.keypoint_set.upper_body, self.aspect_ratio, self.augment_config)
+        height, width = self.input_size
+        matrix = affine_matrix(augmentation.center, augmentation.scale, augmentation.rotation,
+                               self.input_size, augmentation.flip)
+        crop = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        crop_keypoints = apply_affine(keypoints, matrix)
+        labelled = (np.asarray(visibility) > 0).astype(np.float32)
+        if augmentation.flip:
+            crop_keypoints = crop_keypoints[self.flip_index]
+            labelled = labelled[self.flip_index]
+        crop_keypoints[labelled == 0] = 0.0
+        return crop, crop_keypoints, labelled
+
+    def failed(self, record_index, num_records, must_progress):
+        """Remember a failed record; raise once every record has failed (infinite pipelines)."""
+        with self._lock:
+            self._failed.add(int(record_index))
+            all_failed = len(self._failed) >= num_records
+        if must_progress and all_failed:
+            raise RuntimeError(
+                f"All {num_records} records of this input pipeline failed to load; see the "
+                f"logged reasons: {self.report.summary()}")
+
+    def blank(self):
+        height, width = self.input_size
+        k = self.num_keypoints
+        return (np.zeros((height, width, 3), np.uint8), np.zeros((k, 2), np.float32),
+                np.zeros((k,), np.float32))
+
+
+class _RecordSource:
+    """A list of `PersonRecord`s as a tf.data source (one element per person)."""
+
+    def __init__(self, records):
+        if not records:
+            raise ValueError("The pipeline needs at least one person record. Received none.")
+        self.num_records = len(records)
+        self.table = {
+            "record_index": np.arange(len(records), dtype=np.int64),
+            "image_path": np.asarray([os.fsencode(r.image_path) for r in records], object),
+            "image_id": np.asarray([r.image_id for r in records], np.int64),
+            "image_size": np.asarray([r.image_size for r in records], np.int32),
+            "center": np.stack([r.center for r in records]).astype(np.float32),
+            "scale": np.stack([r.scale for r in records]).astype(np.float32),
+            "keypoints": np.stack([r.keypoints for r in records]).astype(np.float32),
+            "visibility": np.stack([r.visibility for r in records]).astype(np.float32),
+            "box_score": np.asarray([r.box_score for r in records], np.float32),
+        }
+
+    def _records(self, maker, num_shards, shard_index):
+        k = self.table["keypoints"].shape[1]
+        if k != maker.num_keypoints:
+            raise ValueError(f"The records have {k} keypoints but the keypoint set "
+                             f"{maker.keypoint_set.name!r} has {maker.num_keypoints}.")
+        dataset = tf.data.Dataset.from_tensor_slices(self.table)
+        if num_shards > 1:
+            if self.num_records < num_shards:
+                raise ValueError(f"Cannot shard {self.num_records} records {num_shards} ways.")
+            dataset = dataset.shard(num_shards, shard_index)
+        shard_size = len(range(shard_index, self.num_records, num_shards))
+        return dataset, shard_size
+
+    def train_samples(self, maker, num_shards, shard_index, seed, sample_seed, shuffle_buffer,
+                      deterministic):
+        dataset, shard_size = self._records(maker, num_shards, shard_index)
+        dataset = dataset.shuffle(shuffle_buffer or shard_size, seed=seed,
+                                  reshuffle_each_iteration=True).repeat()
+        dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed=sample_seed))
+        load = _person_loader(maker, shard_size, must_progress=True)
+        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        return dataset.filter(lambda sample: sample["ok"])
+
+    def eval_samples(self, maker, num_shards, shard_index):
+        dataset, shard_size = self._records(maker, num_shards, shard_index)
+        dataset = dataset.map(lambda record: (record, tf.constant(0, tf.int64)))
+        load = _person_loader(maker, shard_size, must_progress=False)
+        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+        return dataset.filter(lambda sample: sample["ok"])
+
+
+def _person_loader(maker: _SampleMaker, num_records, must_progress):
+    """A tf.data map function: record dict + seed -> sample dict with the crop and an ok flag."""
+
+    def load_numpy(record_index, image_path, image_size, center, scale, keypoints, visibility,
+                   seed):
+        path = os.fsdecode(image_path)
+        image = maker.load(None, path, image_size, f"record {int(record_index)}")
+        if image is None:
+            maker.failed(record_index, num_records, must_progress)
+            return (*maker.blank(), False)
+        return (*maker.crop(image, center, scale, keypoints, visibility, seed), True)
+
+    def load(record, seed):
+        image, keypoints, visibility, ok = tf.numpy_function(
+            load_numpy,
+            [record["record_index"], record["image_path"], record["image_size"],
+             record["center"], record["scale"], record["keypoints"], record["visibility"], seed],
+            [tf.uint8, tf.float32, tf.float32, tf.bool], stateful=False)
+        return _with_shapes(maker, record, image, keypoints, visibility, ok)
+
+    return load
+
+
+def _with_shapes(maker, record, image, keypoints, visibility, ok):
+    height, width = maker.input_size
+    k = maker.num_keypoints
+    image.set_shape((height, width, 3))
+    keypoints.set_shape((k, 2))
+    visibility.set_shape((k,))
+    ok.set_shape(())
+    return {
+        "image": image, "keypoints": keypoints, "visibility": visibility, "ok": ok,
+        "record_index": record["record_index"], "image_id": record["image_id"],
+        "center": record["center"], "scale": record["scale"], "box_score": record["box_score"],
+    }
+
+
+def _source(records):
+    """Wrap the pipeline's input: a TFRecordSource as is, anything else as a list of records."""
+    if hasattr(records, "train_samples") and hasattr(records, "eval_samples"):
+        return records
+    return _RecordSource(list(records))
+
+
+def _shard_spec(shard) -> tuple:
+    """(num_shards, index) from None, a pair or a tf.distribute.InputContext."""
+    if shard is None:
+        return 1, 0
+    if isinstance(shard, tf.distribute.InputContext):
+        return shard.num_input_pipelines, shard.input_pipeline_id
+    try:
+        num_shards, index = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError("shard must be None, (num_shards, index) or a tf.distribute."
+                         f"InputContext. Received: {shard!r}") from None
+    if not 0 <= index < num_shards:
+        raise ValueError(f"shard index must be in [0, num_shards). Received: shard={shard!r}")
+    return num_shards, index
+
+
+def _options(deterministic, threads, sharded) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic)
+    if threads is not None:
+        options.threading.private_threadpool_size = int(threads)
+    if sharded:  # already split by record: a tf.distribute strategy must not split it again
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options

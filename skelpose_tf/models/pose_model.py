@@ -1,0 +1,170 @@
+"""HRNet pose model with the skeletal attention module: `build_pose_model` and `PoseHRNet`."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
+from skelpose_tf.models import hrnet_blocks as blocks
+from skelpose_tf.models.image_normalization import ImageNormalization
+from skelpose_tf.models.skeletal_attention import SkeletalAttention
+
+# Official HRNet stage layout: (modules, branches) of stages 2-4; 4 BASIC blocks per branch.
+STAGE_MODULES = {2: 1, 3: 4, 4: 3}
+BLOCKS_PER_BRANCH = 4
+STAGE1_BLOCKS = 4
+STEM_CHANNELS = 64
+INPUT_MULTIPLE = 32
+HEATMAP_STRIDE = 4
+
+
+def parse_input_size(input_size):
+    """`(height, width)` from a pair or a `"HxW"` string such as `"256x192"`."""
+    if isinstance(input_size, str):
+        try:
+            height, width = (int(v) for v in input_size.lower().split("x"))
+        except ValueError:
+            raise ValueError(
+                f"input_size must look like '256x192' (height x width). Received: {input_size!r}"
+            ) from None
+    else:
+        height, width = (int(v) for v in input_size)
+    if height <= 0 or width <= 0 or height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        raise ValueError(
+            f"input_size must be positive multiples of {INPUT_MULTIPLE} (four branches at "
+            f"1/4 ... 1/32 must line up in the fuse layers). Received: input_size=({height}, {width})"
+        )
+    return height, width
+
+
+@keras.saving.register_keras_serializable(package="skelpose_tf")
+class PoseHRNet(keras.Model):
+    """Top-down pose network: HRNet with the skeletal attention module after stage 3.
+
+    A functional model wired in `__init__`; `get_config` returns exactly the constructor arguments.
+
+    Args:
+        width: HRNet width C (32 for W32, 48 for W48; any positive value, e.g. 8 for tests).
+            Branches have C, 2C, 4C, 8C channels.
+        input_size: `(height, width)` of the person crop, multiples of 32, or `"256x192"`.
+        keypoint_set: "coco", "mpii", a JSON path, a `KeypointSet` or its config dict.
+        skeletal_attention: False builds the plain HRNet baseline (no skeletal output).
+        dtype: dtype policy for every layer (None: the global policy). Outputs are float32.
+        **kwargs: `name`, `trainable`.
+
+    Call arguments:
+        images: `[B, H, W, 3]` raw RGB pixels in [0, 255], uint8 or float; normalised inside.
+
+    Returns:
+        Dict with `heatmaps` float32 `[B, H/4, W/4, K]` and, with the module,
+        `skeletal_heatmaps` float32 `[B, H/4, W/4, S]`. Heatmap pixel (i, j) has its centre at
+        input-crop pixel `(4 j + 1.5, 4 i + 1.5)` (DESIGN.md section 3).
+
+    Example:
+    ```python
+    model = PoseHRNet(width=32, input_size=(256, 192), keypoint_set="coco")
+    model(np.zeros((1, 256, 192, 3), np.uint8))["heatmaps"].shape  # (1, 64, 48, 17)
+    ```
+    """
+
+    def __init__(self, width=32, input_size=(256, 192), keypoint_set="coco",
+                 skeletal_attention=True, dtype=None, **kwargs):
+        if int(width) != width or width <= 0:
+            raise ValueError(f"width must be a positive integer. Received: width={width}")
+        width = int(width)
+        height, image_width = parse_input_size(input_size)
+        keypoints = get_keypoint_set(keypoint_set)
+        if skeletal_attention and keypoints.num_links == 0:
+            raise ValueError(
+                f"skeletal_attention needs skeletal links, but keypoint set {keypoints.name!r} "
+                "defines none. Received: skeletal_attention=True"
+            )
+        kwargs.setdefault("name", f"pose_hrnet_w{width}")
+
+        # === Functional Model ===
+        images = keras.Input((height, image_width, 3), name="images")
+        x = ImageNormalization(name="image_normalization", dtype=dtype)(images)
+        x = blocks.conv_bn(x, STEM_CHANNELS, 3, 2, "stem_conv1", dtype)
+        x = blocks.conv_bn(x, STEM_CHANNELS, 3, 2, "stem_conv2", dtype)
+        for b in range(STAGE1_BLOCKS):
+            x = blocks.bottleneck_block(x, STEM_CHANNELS, f"stage1_block{b}", dtype)
+        branches = [x]
+        outputs = {}
+        for stage, num_modules in STAGE_MODULES.items():
+            channels = [width * 2**i for i in range(stage)]
+            branches = blocks.transition(branches, channels, f"transition{stage - 1}", dtype)
+            for m in range(num_modules):
+                last = stage == max(STAGE_MODULES) and m == num_modules - 1
+                branches = blocks.hr_module(
+                    branches, BLOCKS_PER_BRANCH, f"stage{stage}_module{m}",
+                    multi_scale_output=not last, dtype=dtype,
+                )
+            if stage == 3 and skeletal_attention:
+                attended = SkeletalAttention(
+                    keypoints.num_links, keypoints.upper_link_indices,
+                    keypoints.lower_link_indices, name="skeletal_attention", dtype=dtype,
+                )(branches)
+                branches = [attended[f"branch{i}"] for i in range(len(branches))]
+                outputs["skeletal_heatmaps"] = layers.Activation(
+                    "linear", dtype="float32", name="skeletal_heatmaps"
+                )(attended["skeletal_heatmaps"])
+        heatmaps = layers.Conv2D(
+            keypoints.num_keypoints, 1, use_bias=True,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
+            dtype="float32", name="keypoint_head",
+        )(branches[0])
+        outputs["heatmaps"] = layers.Activation("linear", dtype="float32", name="heatmaps")(
+            heatmaps
+        )
+        super().__init__(inputs=images, outputs=outputs, dtype=dtype, **kwargs)
+
+        # === Config ===
+        self.width = width
+        self.input_size = (height, image_width)
+        self.keypoint_set = keypoints
+        self.skeletal_attention = bool(skeletal_attention)
+        self.dtype_argument = dtype
+
+    @property
+    def heatmap_size(self):
+        """`(h, w)` of the output heatmaps."""
+        return (self.input_size[0] // HEATMAP_STRIDE, self.input_size[1] // HEATMAP_STRIDE)
+
+    def get_config(self):
+        keypoint_set = self.keypoint_set
+        is_builtin = BUILTIN_KEYPOINT_SETS.get(keypoint_set.name) == keypoint_set
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "width": self.width,
+            "input_size": list(self.input_size),
+            "keypoint_set": keypoint_set.name if is_builtin else keypoint_set.to_config(),
+            "skeletal_attention": self.skeletal_attention,
+            "dtype": (
+                self.dtype_argument
+                if self.dtype_argument is None or isinstance(self.dtype_argument, str)
+                else keras.dtype_policies.serialize(self.dtype_argument)
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        return cls(**config)
+
+
+def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
+                     skeletal_attention=True, dtype=None, name=None):
+    """Build the skeletal-heatmap pose model (see `PoseHRNet` for arguments and outputs).
+
+    Example:
+    ```python
+    import skelpose_tf
+    model = skelpose_tf.build_pose_model(32, "256x192")           # paper's W32 model
+    baseline = skelpose_tf.build_pose_model(32, "256x192", skeletal_attention=False)
+    tiny = skelpose_tf.build_pose_model(8, (64, 64), keypoint_set="mpii")
+    ```
+    """
+    kwargs = {} if name is None else {"name": name}
+    return PoseHRNet(width=width, input_size=input_size, keypoint_set=keypoint_set,
+                     skeletal_attention=skeletal_attention, dtype=dtype, **kwargs)

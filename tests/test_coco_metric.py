@@ -1,0 +1,245 @@
+"""COCO keypoint metric: rescoring, OKS-NMS, results JSON and pycocotools scores."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from skelpose_tf.evaluation import coco_metric
+from skelpose_tf.evaluation.coco_metric import (
+    COCO_STAT_NAMES,
+    GROUND_TRUTH_BOXES,
+    CocoKeypointMetric,
+    detector_box_source,
+    rescore_instances,
+)
+from skelpose_tf.evaluation.report import format_coco_table
+from skelpose_tf.keypoints import KeypointSet, SkeletalLink, get_keypoint_set
+
+COCO_SET = get_keypoint_set("coco")
+
+# A standing person in a unit box (x right, y down), COCO keypoint order.
+_UNIT_POSE = np.array([
+    [0.50, 0.08], [0.53, 0.06], [0.47, 0.06], [0.57, 0.08], [0.43, 0.08], [0.65, 0.22],
+    [0.35, 0.22], [0.72, 0.38], [0.28, 0.38], [0.75, 0.52], [0.25, 0.52], [0.60, 0.55],
+    [0.40, 0.55], [0.62, 0.75], [0.38, 0.75], [0.63, 0.95], [0.37, 0.95],
+])  # fmt: skip
+
+
+def _person(ann_id, image_id, box, area, visibility=None):
+    """A COCO annotation of `_UNIT_POSE` stretched over box = (x, y, w, h)."""
+    x, y, w, h = box
+    points = _UNIT_POSE * [w, h] + [x, y]
+    visibility = np.full(17, 2) if visibility is None else np.asarray(visibility)
+    triplets = np.concatenate([points, visibility[:, None]], axis=1)
+    triplets[visibility == 0] = 0.0
+    return {
+        "id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+        "bbox": [float(v) for v in box], "area": float(area),
+        "keypoints": [float(v) for v in triplets.reshape(-1)],
+        "num_keypoints": int(np.count_nonzero(visibility)),
+    }  # fmt: skip
+
+
+def _write_gt(path, annotations, image_ids, keypoint_names):
+    images = [
+        {"id": i, "file_name": f"{i:012d}.jpg", "width": 320, "height": 240} for i in image_ids
+    ]
+    categories = [{"id": 1, "name": "person", "skeleton": []}]
+    if keypoint_names is not None:
+        categories[0]["keypoints"] = list(keypoint_names)
+    with open(path, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return str(path)
+
+
+@pytest.fixture
+def gt_file(tmp_path):
+    """Three images, four people: medium and large, one with unlabelled face keypoints."""
+    no_face = [0] * 5 + [2] * 12
+    some_hidden = [2] * 9 + [1] * 8
+    annotations = [
+        _person(1, 11, (20, 30, 60, 120), 4000),
+        _person(2, 42, (100, 20, 90, 200), 12000, no_face),
+        _person(3, 42, (10, 40, 40, 90), 2500),
+        _person(4, 7, (150, 10, 70, 150), 6000, some_hidden),
+    ]
+    return _write_gt(tmp_path / "gt.json", annotations, [11, 42, 7], COCO_SET.keypoint_names)
+
+
+def _gt_predictions(path):
+    """Every ground-truth person as a prediction: image ids, keypoints [N,17,2], padded areas."""
+    with open(path) as f:
+        annotations = json.load(f)["annotations"]
+    image_ids = np.array([a["image_id"] for a in annotations])
+    keypoints = np.array([np.reshape(a["keypoints"], (-1, 3))[:, :2] for a in annotations])
+    areas = np.array([a["bbox"][2] * a["bbox"][3] * 1.25**2 for a in annotations])
+    return image_ids, keypoints, areas
+
+
+def _direct_cocoeval(gt_path, results_path, sigmas=None):
+    """Independent pycocotools run on a results file (COCO's default sigmas unless given)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(gt_path)
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results_path), "keypoints")
+        evaluator.params.useSegm = None
+        if sigmas is not None:
+            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats[:10]
+
+
+def test_rescoring_matches_hand_computed_values():
+    keypoint_scores = [[0.1, 0.5, 0.9], [0.2, 0.1, 0.0], [0.3, 0.3, 0.3]]
+    scores = rescore_instances(keypoint_scores, [0.8, 1.0, 0.5])
+    # (0.5 + 0.9) / 2 * 0.8; nothing above 0.2 (0.2 itself is not above); 0.3 * 0.5.
+    np.testing.assert_allclose(scores, [0.56, 0.0, 0.15], atol=1e-12)
+
+
+def test_perfect_predictions_give_ap_one(gt_file, tmp_path):
+    image_ids, keypoints, areas = _gt_predictions(gt_file)
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    metric.add(image_ids, keypoints, np.full((4, 17), 0.9), np.ones(4), areas)
+    result = metric.evaluate(str(tmp_path / "out" / "results.json"))
+    assert result.stats == pytest.approx({name: 1.0 for name in COCO_STAT_NAMES}, abs=1e-12)
+    assert result.num_predictions == 4 and result.num_after_nms == 4 and result.num_images == 3
+    assert len(result.summary_lines) == 10 and "Average Precision" in result.summary_lines[0]
+
+
+def test_results_json_and_scores_match_direct_pycocotools(gt_file, tmp_path):
+    image_ids, keypoints, areas = _gt_predictions(gt_file)
+    rng = np.random.default_rng(0)
+    noisy = keypoints + rng.normal(0.0, 3.0, keypoints.shape)
+    scores = rng.uniform(0.3, 1.0, (4, 17))
+    box_scores = np.array([0.9, 0.8, 0.7, 0.95])
+    centers = rng.uniform(0, 100, (4, 2))
+    scales = rng.uniform(0.2, 1.0, (4, 2))
+    # A near duplicate of person 0 with lower keypoint scores (dropped by OKS-NMS) and a
+    # false positive far from everyone in image 7 (kept).
+    extra_keypoints = np.stack([noisy[0] + 0.3, keypoints[3] * 0.2])
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=detector_box_source("dets.json"))
+    for part in (slice(0, 2), slice(2, 4)):  # two batches
+        metric.add(image_ids[part], noisy[part], scores[part], box_scores[part], areas[part],
+                   centers[part], scales[part])  # fmt: skip
+    metric.add([11, 7], extra_keypoints, np.full((2, 17), 0.25), [0.5, 0.4], [areas[0], 300.0],
+               np.zeros((2, 2)), np.ones((2, 2)))  # fmt: skip
+    results_path = str(tmp_path / "results.json")
+    result = metric.evaluate(results_path)
+
+    with open(results_path) as f:
+        written = json.load(f)
+    assert result.num_predictions == 6 and result.num_after_nms == 5 and len(written) == 5
+    expected_scores = box_scores * np.mean(scores, axis=1)  # every score is above 0.2
+    by_image = {}
+    for entry in written:
+        assert set(entry) == {"image_id", "category_id", "keypoints", "score", "center", "scale"}
+        assert entry["category_id"] == 1 and len(entry["keypoints"]) == 51
+        by_image.setdefault(entry["image_id"], []).append(entry)
+    assert len(by_image[11]) == 1  # the duplicate is gone, the original stays
+    kept = by_image[11][0]
+    np.testing.assert_allclose(np.reshape(kept["keypoints"], (17, 3))[:, :2], noisy[0])
+    np.testing.assert_allclose(np.reshape(kept["keypoints"], (17, 3))[:, 2], scores[0])
+    assert kept["score"] == pytest.approx(expected_scores[0])
+    np.testing.assert_allclose(kept["center"], centers[0])
+    assert sorted(e["score"] for e in by_image[7]) == pytest.approx(
+        sorted([expected_scores[3], 0.4 * 0.25])
+    )
+
+    direct = _direct_cocoeval(gt_file, results_path)
+    np.testing.assert_allclose([result.stats[n] for n in COCO_STAT_NAMES], direct, atol=1e-12)
+    assert 0.0 < result.stats["AP"] < 1.0
+
+
+def test_box_source_appears_in_result_dict_and_report(gt_file, tmp_path):
+    image_ids, keypoints, areas = _gt_predictions(gt_file)
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=detector_box_source("d/dets.json"))
+    metric.add(image_ids, keypoints, np.ones((4, 17)), np.ones(4), areas)
+    result = metric.evaluate(str(tmp_path / "r.json"))
+    as_dict = json.loads(json.dumps(result.to_dict()))
+    assert as_dict["box_source"] == "detector boxes from d/dets.json"
+    assert as_dict["stats"]["AP"] == pytest.approx(1.0)
+    assert "Person boxes: detector boxes from d/dets.json" in str(result)
+    table = format_coco_table(result.stats, result.box_source, title="t", style="markdown")
+    assert "| result | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in table
+
+
+def test_image_subset_evaluates_only_those_images(gt_file, tmp_path):
+    image_ids, keypoints, areas = _gt_predictions(gt_file)
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    metric.add(image_ids[:1], keypoints[:1], np.ones((1, 17)), [1.0], areas[:1])
+    everything = metric.evaluate(str(tmp_path / "a.json"))
+    subset = metric.evaluate(str(tmp_path / "b.json"), image_ids=[11])
+    assert everything.stats["AR"] == pytest.approx(0.25)  # 1 of 4 people found
+    assert subset.stats["AP"] == pytest.approx(1.0) and subset.stats["AR"] == pytest.approx(1.0)
+    assert subset.num_images == 1
+
+
+def test_custom_keypoint_set_uses_its_sigmas(tmp_path):
+    names = ("left", "centre", "right")
+    custom = KeypointSet(
+        name="three", keypoint_names=names, flip_pairs=((0, 2),),
+        links=(SkeletalLink(0, 1, "physical", "upper"),), oks_sigmas=(0.05, 0.1, 0.2),
+        upper_body=(0, 1, 2),
+    )  # fmt: skip
+    points = [[[10, 10], [40, 60], [90, 20]], [[30, 100], [60, 150], [120, 110]]]
+    annotations = [
+        {"id": i + 1, "image_id": 5, "category_id": 1, "iscrowd": 0, "area": 2000.0,
+         "bbox": [0.0, 0.0, 100.0, 100.0], "num_keypoints": 3,
+         "keypoints": [float(v) for p in pose for v in (*p, 2)]}
+        for i, pose in enumerate(points)
+    ]  # fmt: skip
+    # No keypoint names in the category: the count comes from the annotations.
+    gt_path = _write_gt(tmp_path / "custom.json", annotations, [5], keypoint_names=None)
+    predictions = np.asarray(points, np.float64) + [[[2.0, -1.0], [3.0, 2.0], [-4.0, 1.0]]]
+    metric = CocoKeypointMetric(gt_path, custom, box_source=GROUND_TRUTH_BOXES)
+    metric.add([5, 5], predictions, np.ones((2, 3)), [1.0, 1.0], [5000.0, 5000.0])
+    result = metric.evaluate(str(tmp_path / "r.json"))
+    direct = _direct_cocoeval(gt_path, str(tmp_path / "r.json"), sigmas=custom.oks_sigmas)
+    np.testing.assert_allclose([result.stats[n] for n in COCO_STAT_NAMES], direct, atol=1e-12)
+    assert 0.0 < result.stats["AP"] < 1.0
+
+
+def test_predictions_for_other_images_are_named(gt_file):
+    image_ids, keypoints, areas = _gt_predictions(gt_file)
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    with pytest.raises(ValueError, match=r"2 image id\(s\).*not in the annotation file.*: 99, 500"):
+        metric.add([11, 99, 500, 7], keypoints, np.ones((4, 17)), np.ones(4), areas)
+
+
+def test_wrong_keypoint_counts_are_rejected(gt_file):
+    with pytest.raises(ValueError, match="'mpii' has 16 keypoints.*has 17"):
+        CocoKeypointMetric(gt_file, get_keypoint_set("mpii"), box_source=GROUND_TRUTH_BOXES)
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    with pytest.raises(ValueError, match=r"keypoints must have shape \(1, 17, 2\)"):
+        metric.add([11], np.zeros((1, 16, 2)), np.ones((1, 16)), [1.0], [100.0])
+
+
+def test_results_file_with_wrong_keypoint_count_is_rejected(gt_file, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([{"image_id": 11, "category_id": 1, "keypoints": [0.0] * 48,
+                                 "score": 1.0}]))  # fmt: skip
+    coco_gt = coco_metric.load_coco_ground_truth(gt_file)
+    with pytest.raises(ValueError, match="do not hold 51 keypoint values"):
+        coco_metric.evaluate_results_file(coco_gt, str(path), COCO_SET.oks_sigmas, 1)
+
+
+def test_empty_predictions_and_missing_box_source_are_rejected(gt_file, tmp_path):
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    with pytest.raises(ValueError, match="No predictions to evaluate"):
+        metric.evaluate(str(tmp_path / "r.json"))
+    with pytest.raises(ValueError, match="box_source must say which person boxes"):
+        CocoKeypointMetric(gt_file, COCO_SET, box_source="")
+
+
+def test_non_finite_keypoints_are_rejected(gt_file):
+    metric = CocoKeypointMetric(gt_file, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    keypoints = np.zeros((1, 17, 2))
+    keypoints[0, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="keypoints holds non-finite"):
+        metric.add([11], keypoints, np.ones((1, 17)), [1.0], [100.0])

@@ -1,0 +1,224 @@
+"""The tf.data pipeline: crop geometry on real output images, flip, determinism, bad images."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_fixtures import blob_image, coco_keypoints, constant_jpeg, encode, write_coco, write_image
+from skelpose_tf.data import coco, pipeline
+from skelpose_tf.data.augment import AugmentConfig
+from skelpose_tf.data.records import PersonRecord, SkipReport
+from skelpose_tf.keypoints import COCO
+
+INPUT_SIZE = (64, 48)  # (height, width)
+K = COCO.num_keypoints
+LABELLED = (0, 5, 6, 11, 12, 15, 16)  # nose, shoulders, hips, ankles
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def _colour_of(k):
+    """Left keypoints red, right keypoints green, the rest blue: a flip must swap the colours."""
+    for left, right in COCO.flip_pairs:
+        if k == left:
+            return RED
+        if k == right:
+            return GREEN
+    return BLUE
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    """Three 120x100 JPEGs, one person each: seven coloured blobs at sub-pixel positions."""
+    root = tmp_path_factory.mktemp("people")
+    layout = np.asarray([[0, -60], [-20, -35], [20, -35], [-15, 5], [15, 5], [-18, 50],
+                         [18, 50]], np.float64)
+    image_table, annotations = [], []
+    for i, (cx, cy) in enumerate([(50.3, 62.6), (47.8, 58.1), (52.4, 60.9)]):
+        points = layout * (1.0 - 0.08 * i) + [cx, cy]
+        image = blob_image(120, 100, points, [_colour_of(k) for k in LABELLED], sigma=1.6)
+        write_image(str(root / f"{i}.jpg"), image)
+        xyv = np.zeros((K, 3))
+        xyv[list(LABELLED)] = np.concatenate([points, np.full((7, 1), 2.0)], 1)
+        x0, y0 = points.min(0) - 4
+        x1, y1 = points.max(0) + 4
+        image_table.append({"id": 10 + i, "file_name": f"{i}.jpg", "width": 100, "height": 120})
+        annotations.append({"id": 100 + i, "image_id": 10 + i, "category_id": 1,
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "area": 900.0, "iscrowd": 0,
+                            "keypoints": coco_keypoints(xyv)})
+    path = write_coco(root / "ann.json", image_table, annotations, COCO.keypoint_names)
+    return coco.read_coco_keypoints(path, str(root), COCO, INPUT_SIZE)
+
+
+def _blob_centroid(image, x, y, channel, radius=6.0):
+    ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
+    weights = image[..., channel].astype(np.float64) * ((xs - x) ** 2 + (ys - y) ** 2 < radius**2)
+    return np.asarray([(weights * xs).sum(), (weights * ys).sum()]) / weights.sum(), weights.sum()
+
+
+def _check_blobs_under_keypoints(images, keypoints, visibility, flipped):
+    """Every labelled output keypoint sits on a blob of the colour of the keypoint it came from."""
+    checked = 0
+    height, width = INPUT_SIZE
+    for image, points, labelled in zip(images, keypoints, visibility):
+        for k in np.flatnonzero(labelled):
+            x, y = points[k]
+            if not (6 <= x <= width - 7 and 6 <= y <= height - 7):
+                continue  # moved (partly) out of the crop by the augmentation
+            source = COCO.flip_index[k] if flipped else k
+            channel = int(np.argmax(_colour_of(source)))
+            centroid, mass = _blob_centroid(image, x, y, channel)
+            other_mass = [_blob_centroid(image, x, y, c)[1] for c in range(3) if c != channel]
+            assert mass > 3 * max(other_mass), (k, source, mass, other_mass)
+            np.testing.assert_allclose(centroid, [x, y], atol=0.3)
+            checked += 1
+    assert checked >= 10
+
+
+def _first_batch(dataset):
+    images, targets = next(iter(dataset))
+    return images.numpy(), targets["keypoints"].numpy(), targets["visibility"].numpy()
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_augmented_crops_put_each_blob_under_its_keypoint(people, flip_prob):
+    config = AugmentConfig(scale_factor=0.3, rotation_factor=40.0, rotation_prob=1.0,
+                           flip_prob=flip_prob, half_body_prob=0.0)
+    dataset = pipeline.make_train_dataset(people, COCO, INPUT_SIZE, 6, config, seed=3,
+                                          deterministic=True)
+    images, keypoints, visibility = _first_batch(dataset)
+    assert images.dtype == np.uint8 and images.shape == (6, 64, 48, 3)
+    assert keypoints.shape == (6, K, 2) and visibility.shape == (6, K)
+    expected_visibility = np.zeros(K)
+    expected_visibility[list(LABELLED)] = 1.0  # v = 2 -> 1.0; the labelled set is symmetric
+    np.testing.assert_array_equal(visibility, np.broadcast_to(expected_visibility, (6, K)))
+    assert np.all(keypoints[:, expected_visibility == 0] == 0)
+    _check_blobs_under_keypoints(images, keypoints, visibility, flipped=flip_prob == 1.0)
+
+
+def test_flip_mirrors_the_crop_exactly_and_swaps_partners(people):
+    def batch(flip_prob):
+        config = AugmentConfig(rotation_prob=1.0, flip_prob=flip_prob, half_body_prob=0.0)
+        return _first_batch(pipeline.make_train_dataset(
+            people, COCO, INPUT_SIZE, 6, config, seed=11, deterministic=True))
+
+    plain_images, plain_points, plain_vis = batch(0.0)
+    flip_images, flip_points, flip_vis = batch(1.0)
+    width = INPUT_SIZE[1]
+    index = list(COCO.flip_index)
+    diff = np.abs(flip_images.astype(int) - plain_images[:, :, ::-1].astype(int))
+    assert diff.max() <= 1
+    labelled = plain_vis[:, index] > 0
+    np.testing.assert_allclose(flip_points[..., 0][labelled],
+                               (width - 1 - plain_points[:, index, 0])[labelled], atol=1e-3)
+    np.testing.assert_allclose(flip_points[..., 1][labelled],
+                               plain_points[:, index, 1][labelled], atol=1e-3)
+    np.testing.assert_array_equal(flip_vis, plain_vis[:, index])
+
+
+def test_eval_crops_match_the_closed_form(people):
+    dataset = pipeline.make_eval_dataset(people, COCO, INPUT_SIZE, 2)
+    batches = list(dataset)
+    assert [len(images) for images, _ in batches] == [2, 1]
+    images = np.concatenate([b[0].numpy() for b in batches])
+    meta = {key: np.concatenate([b[1][key].numpy() for b in batches]) for key in batches[0][1]}
+    np.testing.assert_array_equal(meta["record_index"], [0, 1, 2])
+    np.testing.assert_array_equal(meta["image_id"], [10, 11, 12])
+    np.testing.assert_allclose(meta["center"], [r.center for r in people])
+    np.testing.assert_allclose(meta["scale"], [r.scale for r in people])
+    np.testing.assert_allclose(meta["box_score"], 1.0)
+    height, width = INPUT_SIZE
+    for i, record in enumerate(people):
+        # x_crop = (x - cx) * W / sw + (W - 1) / 2, the same for y
+        expected = ((record.keypoints - record.center) * [width / record.scale[0],
+                                                         height / record.scale[1]]
+                    + [(width - 1) / 2, (height - 1) / 2])
+        labelled = record.visibility > 0
+        np.testing.assert_allclose(meta["keypoints"][i][labelled], expected[labelled], atol=1e-3)
+    _check_blobs_under_keypoints(images, meta["keypoints"], meta["visibility"], flipped=False)
+
+
+def test_seeded_training_is_reproducible(people):
+    def batches(seed):
+        dataset = pipeline.make_train_dataset(people, COCO, INPUT_SIZE, 4, seed=seed,
+                                              deterministic=True)
+        return [(i.numpy(), t["keypoints"].numpy()) for i, t in dataset.take(3)]
+
+    first, again, other = batches(5), batches(5), batches(6)
+    for (a_images, a_points), (b_images, b_points) in zip(first, again):
+        np.testing.assert_array_equal(a_images, b_images)
+        np.testing.assert_array_equal(a_points, b_points)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, other))
+
+
+def test_sharding_splits_the_records(people):
+    def indices(shard):
+        dataset = pipeline.make_eval_dataset(people, COCO, INPUT_SIZE, 4, shard=shard)
+        return sorted(int(i) for _, meta in dataset for i in meta["record_index"])
+
+    assert indices((2, 0)) == [0, 2] and indices((2, 1)) == [1]
+    context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=2)
+    assert indices(context) == [2]
+    with pytest.raises(ValueError, match=r"shard index must be in \[0, num_shards\)"):
+        pipeline.make_eval_dataset(people, COCO, INPUT_SIZE, 4, shard=(2, 2))
+
+
+def _record(path, size=(16, 16)):
+    return PersonRecord(
+        image_path=str(path), image_id=0, image_size=size,
+        box=np.asarray([2, 2, 12, 12], np.float32), center=np.asarray([7.5, 7.5], np.float32),
+        scale=np.asarray([12, 16], np.float32), keypoints=np.zeros((K, 2), np.float32),
+        visibility=np.zeros((K,), np.float32))
+
+
+def test_bad_images_are_skipped_and_counted_never_raised(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    jpeg = encode(noise, ".jpg")
+    files = {
+        "good.jpg": jpeg,
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "garbage.jpg": b"not an image at all" * 20,
+        "empty.jpg": b"",
+        "grey.jpg": constant_jpeg((200,)),
+        "cmyk.jpg": constant_jpeg((0, 255, 255, 255)),
+        "png.jpg": encode(noise, ".png"),
+        "other_size.jpg": encode(np.zeros((20, 16, 3), np.uint8), ".jpg"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    records = [_record(tmp_path / name) for name in files] + [_record(tmp_path / "gone.jpg")]
+    report = SkipReport()
+    dataset = pipeline.make_eval_dataset(records, COCO, INPUT_SIZE, 16, report=report)
+    images, meta = next(iter(dataset))
+    names = list(files) + ["gone.jpg"]
+    assert [names[i] for i in meta["record_index"].numpy()] == [
+        "good.jpg", "grey.jpg", "cmyk.jpg", "png.jpg"]
+    assert report.skipped == {
+        "truncated JPEG (no end-of-image marker)": 1,
+        "undecodable data (not a known image format)": 1,
+        "empty image file": 1,
+        "image size differs from the annotation": 1,
+        "missing image file": 1,
+    }
+    assert report.repaired == {
+        "grayscale JPEG, decoded and converted to RGB": 1,
+        "CMYK JPEG, decoded and converted to RGB": 1,
+        "PNG content in a .jpg file, decoded and converted to RGB": 1,
+    }
+    centre = images.numpy()[:, 32, 24]
+    np.testing.assert_array_equal(centre[1], [200, 200, 200])  # grey replicated
+    assert centre[2][0] < 5 and min(centre[2][1:]) > 250  # CMYK cyan -> RGB (0, 255, 255)
+
+
+def test_training_with_only_bad_images_stops_with_a_clear_error(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"junk")
+    records = [_record(tmp_path / "bad.jpg"), _record(tmp_path / "gone.jpg")]
+    dataset = pipeline.make_train_dataset(records, COCO, INPUT_SIZE, 2, seed=0)
+    with pytest.raises(tf.errors.OpError, match="All 2 records of this input pipeline failed"):
+        next(iter(dataset))
+
+
+def test_keypoint_count_must_match_the_keypoint_set(people):
+    with pytest.raises(ValueError, match="17 keypoints but the keypoint set 'mpii' has 16"):
+        pipeline.make_eval_dataset(people, "mpii", INPUT_SIZE, 2)
