@@ -85,7 +85,7 @@ from typing import Sequence
 import numpy as np
 from keras import ops
 
-from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, KeypointSet, get_keypoint_set
+from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 
 DECODERS = ("weighted", "argmax", "quarter", "dark")
 
@@ -94,6 +94,10 @@ DECODERS = ("weighted", "argmax", "quarter", "dark")
 _MIN_SQUARED_LINK_LENGTH = 1e-6
 # Floor of the blurred heatmap before the log in the `dark` decoder.
 _DARK_LOG_FLOOR = 1e-10
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def weighted_decoding_weights(top_n: int) -> np.ndarray:
@@ -182,12 +186,13 @@ class HeatmapCodec:
         top_n: int = 20,
         use_joint_weights: bool = False,
     ):
-        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-            raise ValueError(f"HeatmapCodec: stride must be a positive integer. Received: stride={stride!r}")
+        if not _is_integer(stride) or stride < 1:
+            raise ValueError(
+                f"HeatmapCodec: stride must be a positive integer. Received: stride={stride!r}"
+            )
         input_size = tuple(input_size)
         if len(input_size) != 2 or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 or s % stride
-            for s in input_size
+            not _is_integer(s) or s < 1 or s % stride for s in input_size
         ):
             raise ValueError(
                 "HeatmapCodec: input_size must be (H, W), two positive integers divisible by "
@@ -197,10 +202,13 @@ class HeatmapCodec:
             raise ValueError(f"HeatmapCodec: sigma must be positive. Received: sigma={sigma!r}")
         if not skeletal_sigma > 0:
             raise ValueError(
-                f"HeatmapCodec: skeletal_sigma must be positive. Received: skeletal_sigma={skeletal_sigma!r}"
+                "HeatmapCodec: skeletal_sigma must be positive. "
+                f"Received: skeletal_sigma={skeletal_sigma!r}"
             )
         if decoder not in DECODERS:
-            raise ValueError(f"HeatmapCodec: decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
+            raise ValueError(
+                f"HeatmapCodec: decoder must be one of {DECODERS}. Received: decoder={decoder!r}"
+            )
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.keypoint_set = get_keypoint_set(keypoint_set)
         self.stride = int(stride)
@@ -213,7 +221,7 @@ class HeatmapCodec:
 
     def _check_top_n(self, top_n) -> int:
         num_pixels = self.heatmap_size[0] * self.heatmap_size[1]
-        if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or not 1 <= top_n <= num_pixels:
+        if not _is_integer(top_n) or not 1 <= top_n <= num_pixels:
             raise ValueError(
                 f"HeatmapCodec: top_n must be an integer in [1, {num_pixels}] (the heatmap's pixel "
                 f"count). Received: top_n={top_n!r}"
@@ -230,7 +238,9 @@ class HeatmapCodec:
         return {
             "input_size": list(self.input_size),
             "keypoint_set": (
-                self.keypoint_set.name if builtin == self.keypoint_set else self.keypoint_set.to_config()
+                self.keypoint_set.name
+                if builtin == self.keypoint_set
+                else self.keypoint_set.to_config()
             ),
             "stride": self.stride,
             "sigma": self.sigma,
@@ -326,7 +336,9 @@ class HeatmapCodec:
         pairs = self.keypoint_set.link_pairs
         start = ops.take(points, pairs[:, 0], axis=1)  # [B, S, 2]
         end = ops.take(points, pairs[:, 1], axis=1)
-        both_labelled = ops.take(labelled, pairs[:, 0], axis=1) & ops.take(labelled, pairs[:, 1], axis=1)
+        both_labelled = ops.take(labelled, pairs[:, 0], axis=1) & ops.take(
+            labelled, pairs[:, 1], axis=1
+        )
         start_x = start[:, None, None, :, 0]  # [B, 1, 1, S]
         start_y = start[:, None, None, :, 1]
         direction_x = end[:, None, None, :, 0] - start_x
@@ -360,14 +372,18 @@ class HeatmapCodec:
         """
         method = self.decoder if method is None else method
         if method not in DECODERS:
-            raise ValueError(f"HeatmapCodec.decode: method must be one of {DECODERS}. Received: method={method!r}")
+            raise ValueError(
+                f"HeatmapCodec.decode: method must be one of {DECODERS}. "
+                f"Received: method={method!r}"
+            )
         top_n = self.top_n if top_n is None else self._check_top_n(top_n)
         heatmaps = ops.cast(heatmaps, "float32")
         height, width = self.heatmap_size
         if len(heatmaps.shape) != 4 or tuple(heatmaps.shape[1:3]) != (height, width):
             raise ValueError(
                 f"HeatmapCodec.decode: heatmaps must be [B, {height}, {width}, K] for input_size="
-                f"{self.input_size} and stride={self.stride}. Received shape {tuple(heatmaps.shape)}"
+                f"{self.input_size} and stride={self.stride}. "
+                f"Received shape {tuple(heatmaps.shape)}"
             )
         flat = self._flatten(heatmaps)  # [B, K, h * w]
         if method == "weighted":

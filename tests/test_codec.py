@@ -57,10 +57,9 @@ def _random_pose(rng, batch, codec, margin=0.0):
     """Keypoints [B, K, 2] in input pixels, heatmap positions at least `margin` inside the map."""
     height, width = codec.heatmap_size
     k = codec.keypoint_set.num_keypoints
-    heat = np.stack(
-        [rng.uniform(margin, width - 1 - margin, (batch, k)), rng.uniform(margin, height - 1 - margin, (batch, k))],
-        axis=-1,
-    )
+    heat_x = rng.uniform(margin, width - 1 - margin, (batch, k))
+    heat_y = rng.uniform(margin, height - 1 - margin, (batch, k))
+    heat = np.stack([heat_x, heat_y], axis=-1)
     return _to_input(heat, codec.stride).astype(np.float32)
 
 
@@ -120,7 +119,8 @@ def test_keypoint_weights_labelled_unlabelled_and_out_of_map():
     for k in (2, 4, 5, 6, 7, 8):
         assert np.all(heatmaps[..., k] == 0), k
     # A kept keypoint outside the map still has its (faint) Gaussian tail rendered.
-    np.testing.assert_allclose(heatmaps[..., 1], _numpy_gaussian((-6.0, 5.0), 16, 12, 2.0), atol=1e-7)
+    expected = _numpy_gaussian((-6.0, 5.0), 16, 12, 2.0)
+    np.testing.assert_allclose(heatmaps[..., 1], expected, atol=1e-7)
 
 
 def test_joint_weights_multiply_the_keypoint_weights():
@@ -175,7 +175,8 @@ def test_skeletal_targets_match_numpy_reference():
             np.testing.assert_allclose(maps[b, :, :, s], expected, atol=2e-6)
     zero_length = list(map(tuple, COCO.link_pairs)).index((5, 6))
     point = _to_heatmap(keypoints[0, 5])
-    np.testing.assert_allclose(maps[0, :, :, zero_length], _numpy_gaussian(point, 16, 12, 1.3), atol=2e-6)
+    expected = _numpy_gaussian(point, 16, 12, 1.3)
+    np.testing.assert_allclose(maps[0, :, :, zero_length], expected, atol=2e-6)
 
 
 def test_custom_keypoint_set_with_three_links():
@@ -199,9 +200,9 @@ def test_custom_keypoint_set_with_three_links():
     assert targets["skeletal_heatmaps"].shape == (1, 8, 8, 3)
     np.testing.assert_array_equal(targets["skeletal_weights"].numpy(), [[1.0, 1.0, 0.0]])
     ends = _to_heatmap(keypoints[0])
-    np.testing.assert_allclose(
-        targets["skeletal_heatmaps"].numpy()[0, :, :, 1], _numpy_line_map(ends[1], ends[2], 8, 8, 1.0), atol=2e-6
-    )
+    expected = _numpy_line_map(ends[1], ends[2], 8, 8, 1.0)
+    line = targets["skeletal_heatmaps"].numpy()[0, :, :, 1]
+    np.testing.assert_allclose(line, expected, atol=2e-6)
     restored = HeatmapCodec.from_config(codec.get_config())
     assert restored.keypoint_set == custom
     with pytest.raises(ValueError, match=r"keypoints must be \[B, 4, 2\]"):
@@ -233,19 +234,19 @@ def _numpy_dark(heatmap, sigma):
     """Blur (scipy, zero border, radius ceil(3 sigma) - 1), log, one Newton step on a 3x3 patch."""
     height, width = heatmap.shape
     radius = math.ceil(3 * sigma) - 1
-    blurred = gaussian_filter(heatmap.astype(np.float64), sigma, mode="constant", truncate=radius / sigma)
+    blurred = gaussian_filter(
+        heatmap.astype(np.float64), sigma, mode="constant", truncate=radius / sigma
+    )
     log = np.log(np.maximum(blurred, 1e-10))
     py, px = np.unravel_index(np.argmax(heatmap), heatmap.shape)
     if not (1 <= px <= width - 2 and 1 <= py <= height - 2):
         return np.array([px, py], np.float64)
     patch = log[py - 1 : py + 2, px - 1 : px + 2]
     gradient = np.array([patch[1, 2] - patch[1, 0], patch[2, 1] - patch[0, 1]]) / 2
-    hessian = np.array(
-        [
-            [patch[1, 2] - 2 * patch[1, 1] + patch[1, 0], (patch[2, 2] - patch[0, 2] - patch[2, 0] + patch[0, 0]) / 4],
-            [(patch[2, 2] - patch[0, 2] - patch[2, 0] + patch[0, 0]) / 4, patch[2, 1] - 2 * patch[1, 1] + patch[0, 1]],
-        ]
-    )
+    xx = patch[1, 2] - 2 * patch[1, 1] + patch[1, 0]
+    yy = patch[2, 1] - 2 * patch[1, 1] + patch[0, 1]
+    xy = (patch[2, 2] - patch[0, 2] - patch[2, 0] + patch[0, 0]) / 4
+    hessian = np.array([[xx, xy], [xy, yy]])
     if not np.all(np.linalg.eigvalsh(hessian) < 0):
         return np.array([px, py], np.float64)
     step = np.clip(-np.linalg.solve(hessian, gradient), -1, 1)
@@ -328,7 +329,12 @@ def test_quarter_offset_only_strictly_inside():
 
 def _single_keypoint_set():
     return KeypointSet(
-        name="one", keypoint_names=("p",), flip_pairs=(), links=(), oks_sigmas=(0.05,), upper_body=(0,)
+        name="one",
+        keypoint_names=("p",),
+        flip_pairs=(),
+        links=(),
+        oks_sigmas=(0.05,),
+        upper_body=(0,),
     )
 
 
@@ -412,15 +418,16 @@ def test_decoders_convert_to_tflite_builtins():
             return {method: codec.decode(heatmaps, method=method)[0] for method in DECODERS}
 
     module = Decoders()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.decode_all.get_concrete_function()], module)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.decode_all.get_concrete_function()], module
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     interpreter = Interpreter(model_content=converter.convert())
     heatmaps = _peaked_random_heatmaps(np.random.default_rng(8), 1, 16, 12, 17)
     outputs = interpreter.get_signature_runner()(heatmaps=heatmaps)
     for method in DECODERS:
-        np.testing.assert_allclose(
-            outputs[method], codec.decode(heatmaps, method=method)[0].numpy(), atol=1e-3, err_msg=method
-        )
+        expected = codec.decode(heatmaps, method=method)[0].numpy()
+        np.testing.assert_allclose(outputs[method], expected, atol=1e-3, err_msg=method)
 
 
 # Flip ------------------------------------------------------------------------------------------
@@ -428,7 +435,8 @@ def test_flip_heatmaps_leaves_a_flip_symmetric_input_unchanged():
     rng = np.random.default_rng(9)
     base = rng.uniform(size=(2, 5, 6, 17)).astype(np.float32)
     symmetric = base + base[:, :, ::-1, :][..., list(COCO.flip_index)]
-    np.testing.assert_allclose(flip_heatmaps(symmetric, COCO.flip_index).numpy(), symmetric, atol=1e-6)
+    flipped = flip_heatmaps(symmetric, COCO.flip_index)
+    np.testing.assert_allclose(flipped.numpy(), symmetric, atol=1e-6)
     # A non-symmetric input changes, and flipping twice restores it.
     flipped = flip_heatmaps(base, COCO.flip_index)
     assert not np.allclose(flipped.numpy(), base)
@@ -445,7 +453,8 @@ def test_targets_of_a_mirrored_pose_are_the_flipped_targets_without_shift():
     mirrored = mirrored[:, list(COCO.flip_index)]
     original = codec.encode(keypoints, visibility)["heatmaps"]
     of_mirror = codec.encode(mirrored, visibility)["heatmaps"]
-    np.testing.assert_allclose(flip_heatmaps(of_mirror, COCO.flip_index).numpy(), original.numpy(), atol=1e-6)
+    flipped_back = flip_heatmaps(of_mirror, COCO.flip_index)
+    np.testing.assert_allclose(flipped_back.numpy(), original.numpy(), atol=1e-6)
 
 
 def test_flip_heatmaps_rejects_wrong_index_length():

@@ -71,7 +71,7 @@ def _check_blobs_under_keypoints(images, keypoints, visibility, flipped):
             centroid, mass = _blob_centroid(image, x, y, channel)
             other_mass = [_blob_centroid(image, x, y, c)[1] for c in range(3) if c != channel]
             assert mass > 3 * max(other_mass), (k, source, mass, other_mass)
-            np.testing.assert_allclose(centroid, [x, y], atol=0.3)
+            np.testing.assert_allclose(centroid, [x, y], atol=0.1)
             checked += 1
     assert checked >= 10
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 import colorsys
 import concurrent.futures
 import dataclasses
+import io
 import json
 import math
 import os
@@ -460,6 +461,10 @@ def _write_json(path, payload):
         json.dump(payload, f, separators=(",", ":"))
 
 
+_MAT_HEADER = "MATLAB 5.0 MAT-file, written by skelpose_tf.data.synthetic"
+_MAT_HEADER_BYTES = 116
+
+
 def _write_mpii_mat(path, records):
     """MPII gt_valid.mat layout: dataset_joints, jnt_missing [16,N], pos_gt_src [16,2,N] and
     headboxes_src [2,2,N], all 1-based, in the order of `records`."""
@@ -472,12 +477,18 @@ def _write_mpii_mat(path, records):
     names = np.empty((1, MPII.num_keypoints), dtype=object)
     for j, name in enumerate(MPII.keypoint_names):
         names[0, j] = MPII_MAT_JOINT_NAMES[name]
-    scipy.io.savemat(path, {
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {
         "dataset_joints": names,
         "jnt_missing": (1.0 - visible).T,
         "pos_gt_src": np.transpose(joints, (1, 2, 0)),
         "headboxes_src": np.transpose(headboxes, (1, 2, 0)),
     })  # fmt: skip
+    # The 116-byte text header holds a creation time; a fixed text keeps the file reproducible.
+    data = bytearray(buffer.getvalue())
+    data[:_MAT_HEADER_BYTES] = _MAT_HEADER.ljust(_MAT_HEADER_BYTES).encode("ascii")
+    with open(path, "wb") as f:
+        f.write(bytes(data))
 
 
 def parse_image_size(text: str) -> tuple:

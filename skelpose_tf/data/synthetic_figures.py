@@ -299,14 +299,14 @@ def _axis_rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
     ])  # fmt: skip
 
 
-def _perpendicular(direction: np.ndarray, candidates) -> np.ndarray:
-    """The part of the first candidate clearly not parallel to unit `direction` that is
-    orthogonal to it, made unit length (the body axes are the last resort: one always fits)."""
-    for candidate in (*candidates, LEFT, DOWN, FORWARD):
-        ortho = candidate - np.dot(candidate, direction) * direction
-        if np.linalg.norm(ortho) > 0.3:
-            return _unit(ortho)
-    raise ValueError(f"direction must be a unit vector. Received: {direction}")
+def _rotation_towards(vector: np.ndarray, target: np.ndarray, degrees: float) -> np.ndarray:
+    """3x3 rigid rotation turning `vector` by `degrees` towards `target` (as _rotate_towards),
+    to be applied to other vectors too (identity when the two are parallel)."""
+    axis = np.cross(vector, target)
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:
+        return np.eye(3)
+    return _axis_rotation(axis / norm, degrees)
 
 
 def view_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -373,33 +373,33 @@ def build_skeleton(pose: dict, body: Proportions) -> Skeleton3D:
 
     for side, sign in (("l", 1.0), ("r", -1.0)):
         angles = pose["left" if side == "l" else "right"]
-        # Arm, in the torso frame; a raised arm lifts its shoulder a little.
-        lift = 0.02 * max(0.0, min(1.0, (max(angles["shoulder_abd"], angles["shoulder_flex"]) - 90) / 60))
-        shoulder = p["neck_base"] + left_t * sign * body.shoulder_half_width + up_t * lift
+        # Arm, in the torso frame: flexion (forward), then abduction (outward), as one rigid
+        # rotation that also carries the arm's front, towards which the elbow bends.
+        raise_amount = (max(angles["shoulder_abd"], angles["shoulder_flex"]) - 90.0) / 60.0
+        shoulder = (p["neck_base"] + left_t * sign * body.shoulder_half_width
+                    + up_t * 0.02 * min(1.0, max(0.0, raise_amount)))  # fmt: skip
         outward = left_t * sign
-        upper = _rotate_towards(-up_t, fwd_t, angles["shoulder_flex"])
-        upper = _unit(_rotate_towards(upper, outward, angles["shoulder_abd"]))
-        bend = _perpendicular(upper, (fwd_t, up_t))
-        medial = -outward
-        twisted = [_axis_rotation(upper, s * angles["humeral_twist"]) @ bend for s in (1.0, -1.0)]
-        bend = max(twisted, key=lambda v: np.dot(v, medial)) if angles["humeral_twist"] >= 0 else \
-            min(twisted, key=lambda v: np.dot(v, medial))  # fmt: skip
+        flexion = _rotation_towards(-up_t, fwd_t, angles["shoulder_flex"])
+        arm = _rotation_towards(flexion @ -up_t, outward, angles["shoulder_abd"]) @ flexion
+        upper, front = _unit(arm @ -up_t), _unit(arm @ fwd_t)
+        medial = -outward - np.dot(-outward, upper) * upper  # internal rotation turns the front inwards
+        bend = _unit(_rotate_towards(front, medial, angles["humeral_twist"]))
         fore = _unit(_rotate_towards(upper, bend, angles["elbow"]))
         p[f"{side}_shoulder"] = shoulder
         p[f"{side}_elbow"] = shoulder + upper * body.upper_arm
         p[f"{side}_wrist"] = p[f"{side}_elbow"] + fore * body.forearm
         p[f"{side}_hand_end"] = p[f"{side}_wrist"] + _rotate_towards(fore, bend, 15) * body.hand
-        # Leg, in the pelvis frame; the knee bends backwards.
+        # Leg, in the pelvis frame, the same way; the knee bends towards the back of the thigh.
         hip = LEFT * sign * body.hip_half_width
-        outward = LEFT * sign
-        thigh = _rotate_towards(DOWN, FORWARD, angles["hip_flex"])
-        thigh = _unit(_rotate_towards(thigh, outward, angles["hip_abd"]))
-        knee_bend = _perpendicular(thigh, (-FORWARD, DOWN))
-        shank = _unit(_rotate_towards(thigh, knee_bend, angles["knee"]))
+        flexion = _rotation_towards(DOWN, FORWARD, angles["hip_flex"])
+        leg = _rotation_towards(flexion @ DOWN, LEFT * sign, angles["hip_abd"]) @ flexion
+        thigh = _unit(leg @ DOWN)
+        knee = _rotation_towards(thigh, leg @ -FORWARD, angles["knee"])
+        shank = _unit(knee @ thigh)
+        foot = _unit(_rotate_towards(_unit(knee @ leg @ FORWARD), shank, angles["ankle"]))
         p[f"{side}_hip"] = hip
         p[f"{side}_knee"] = hip + thigh * body.thigh
         p[f"{side}_ankle"] = p[f"{side}_knee"] + shank * body.shank
-        foot = _rotate_towards(_perpendicular(shank, (FORWARD, -thigh)), shank, angles["ankle"])
         p[f"{side}_heel"] = p[f"{side}_ankle"] + shank * 0.03 - foot * 0.02
         p[f"{side}_toe"] = p[f"{side}_heel"] + foot * body.foot
     return Skeleton3D(points=p, head_axes=(left_h, up_h, fwd_h))

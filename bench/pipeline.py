@@ -1,0 +1,191 @@
+"""Input pipeline throughput on one core: training samples/s, with a breakdown by stage.
+
+Renders synthetic 640x480 JPEGs with several people each (`skelpose_tf.data.synthetic`), reads
+them with the COCO reader and times, in the same run and all on one thread (tf.data private
+thread pool of 1, TF intra/inter-op threads 1, `cv2.setNumThreads(1)`):
+
+- TF's `tf.io.decode_jpeg` alone (reference),
+- the pipeline's decoder alone (`images.decode_image`: cv2 in `tf.numpy_function`),
+- the training pipeline without augmentation (decode + crop + keypoints, shuffled, batched),
+- the full training pipeline (with the official COCO augmentation),
+- the evaluation pipeline,
+
+plus per-call costs of the numpy steps measured outside tf.data. Every figure is per person
+sample (a person crop decodes its whole image). Prints a markdown table, the command, the
+machine, the date and the load average.
+
+    python -m bench.pipeline [--images 64] [--samples 1500] [--repeats 3]
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from skelpose_tf.data import coco, images, pipeline, transforms  # noqa: E402
+from skelpose_tf.data.augment import AugmentConfig, sample_augmentation  # noqa: E402
+from skelpose_tf.data.synthetic import generate_dataset  # noqa: E402
+from skelpose_tf.keypoints import COCO  # noqa: E402
+
+_IMAGES = flags.DEFINE_integer("images", 64, "Synthetic 640x480 images to render.")
+_SAMPLES = flags.DEFINE_integer("samples", 1500, "Person samples timed per repeat.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per stage (the median is shown).")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size of the training pipelines.")
+
+INPUT_SIZE = (256, 192)
+
+
+def _rate(dataset, samples_per_element, num_samples, repeats):
+    """Median samples/s over `repeats` runs of `num_samples` samples, after a warm-up."""
+    iterator = iter(dataset.repeat())
+    for _ in range(max(1, 64 // samples_per_element)):
+        next(iterator)
+    steps = max(1, num_samples // samples_per_element)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(iterator)
+        rates.append(steps * samples_per_element / (time.perf_counter() - start))
+    return statistics.median(rates), rates
+
+
+def _single_thread(dataset):
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    return dataset.with_options(options)
+
+
+def _decode_only_tf(paths):
+    dataset = tf.data.Dataset.from_tensor_slices(paths)
+    dataset = dataset.map(lambda path: tf.shape(tf.io.decode_jpeg(tf.io.read_file(path),
+                                                                  channels=3)),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return _single_thread(dataset.batch(_BATCH.value))
+
+
+def _decode_only_cv2(paths):
+    def decode(path):
+        image, _ = images.decode_image(images.read_image_bytes(os.fsdecode(path)))
+        return np.asarray(image.shape, np.int32)
+
+    dataset = tf.data.Dataset.from_tensor_slices(paths)
+    dataset = dataset.map(lambda path: tf.numpy_function(decode, [path], tf.int32),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return _single_thread(dataset.batch(_BATCH.value))
+
+
+def _micro(function, repeats=300):
+    """Median microseconds per call."""
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        times.append((time.perf_counter() - start) / repeats * 1e6)
+    return statistics.median(times)
+
+
+def _numpy_steps(records):
+    record = records[0]
+    data = images.read_image_bytes(record.image_path)
+    image, _ = images.decode_image(data)
+    rng = np.random.default_rng(0)
+    config = AugmentConfig.coco()
+    matrix = transforms.affine_matrix(record.center, record.scale, 30.0, INPUT_SIZE, True)
+    height, width = INPUT_SIZE
+    return [
+        ("read file", _micro(lambda: images.read_image_bytes(record.image_path))),
+        ("decode_image (cv2.imdecode + checks)", _micro(lambda: images.decode_image(data))),
+        ("sample_augmentation", _micro(lambda: sample_augmentation(
+            rng, record.center, record.scale, record.keypoints, record.visibility,
+            COCO.upper_body, width / height, config))),
+        ("affine_matrix + apply_affine", _micro(lambda: transforms.apply_affine(
+            record.keypoints, transforms.affine_matrix(record.center, record.scale, 30.0,
+                                                       INPUT_SIZE, True)))),
+        ("cv2.warpAffine to 256x192", _micro(lambda: cv2.warpAffine(
+            image, matrix, (width, height), flags=cv2.INTER_LINEAR))),
+    ]
+
+
+def _machine():
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                     if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return f"{model}, {os.cpu_count()} logical cores"
+
+
+def _load():
+    with open("/proc/loadavg") as file:
+        return " ".join(file.read().split()[:3])
+
+
+def main(argv):
+    del argv
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    cv2.setNumThreads(1)
+    load_before = _load()
+    with tempfile.TemporaryDirectory() as root:
+        paths = generate_dataset(root, num_train=_IMAGES.value, num_val=0, seed=0,
+                                 image_size=(640, 480))
+        records = coco.read_coco_keypoints(paths.train_annotations, paths.train_images, COCO,
+                                           INPUT_SIZE)
+        person_paths = np.asarray([r.image_path for r in records])
+        sizes = [os.path.getsize(p) for p in set(person_paths)]
+        batch = _BATCH.value
+        stages = [
+            ("decode only: tf.io.decode_jpeg (reference)", _decode_only_tf(person_paths),
+             batch),
+            ("decode only: pipeline decoder (cv2 in numpy_function)",
+             _decode_only_cv2(person_paths), batch),
+            ("decode + crop + keypoints, no augmentation (train pipeline)",
+             pipeline.make_train_dataset(records, COCO, INPUT_SIZE, batch,
+                                         AugmentConfig.none(), seed=0, threads=1), batch),
+            ("full training pipeline (COCO augmentation)",
+             pipeline.make_train_dataset(records, COCO, INPUT_SIZE, batch,
+                                         AugmentConfig.coco(), seed=0, threads=1), batch),
+            ("evaluation pipeline (no augmentation, in order)",
+             pipeline.make_eval_dataset(records, COCO, INPUT_SIZE, batch, threads=1), batch),
+        ]
+        results = [(name, *_rate(dataset, per, _SAMPLES.value, _REPEATS.value))
+                   for name, dataset, per in stages]
+        steps = _numpy_steps(records)
+    load_after = _load()
+
+    reference = results[1][1]
+    print(f"Command: python -m bench.pipeline {' '.join(sys.argv[1:])}".rstrip())
+    print(f"Machine: {_machine()}; date {datetime.datetime.now().isoformat(timespec='minutes')}; "
+          f"load average before {load_before}, after {load_after}")
+    print(f"Data: {len(records)} person samples in {len(sizes)} synthetic 640x480 JPEGs "
+          f"(mean {np.mean(sizes) / 1024:.0f} KiB), input {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, "
+          f"batch {_BATCH.value}; one thread; median of {_REPEATS.value} x {_SAMPLES.value} "
+          "samples\n")
+    print("| stage (1 core) | samples/s | runs | vs pipeline decode only |")
+    print("|---|---|---|---|")
+    for name, rate, rates in results:
+        runs = ", ".join(f"{r:.0f}" for r in rates)
+        print(f"| {name} | {rate:.0f} | {runs} | {rate / reference:.0%} |")
+    print("\n| numpy step, outside tf.data | us per call (median) |")
+    print("|---|---|")
+    for name, micros in steps:
+        print(f"| {name} | {micros:.0f} |")
+
+
+if __name__ == "__main__":
+    app.run(main)

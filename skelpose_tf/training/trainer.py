@@ -1,0 +1,93 @@
+"""`PoseTrainer`: the custom `train_step` that renders targets on the accelerator.
+
+The data pipeline delivers only images and keypoint coordinates; the trainer renders the
+keypoint and skeletal target heatmaps with the `HeatmapCodec` inside the step (on the device,
+vectorised over the batch, also under XLA), runs the network and computes the
+visibility-masked losses `l = l_k + lambda * l_s` (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from skelpose_tf.codec import HeatmapCodec
+from skelpose_tf.losses import pose_loss
+
+LOSS_NAMES = ("loss", "keypoint_loss", "skeletal_loss")
+
+
+class PoseTrainer(keras.Model):
+    """Trains a pose network with on-device targets and the paper's losses.
+
+    Args:
+        network: a pose model (`PoseHRNet`) mapping raw RGB pixels to `{"heatmaps", ...}`.
+        codec: the `HeatmapCodec` that renders the targets (same input size and keypoint set).
+        skeletal_loss_weight: lambda of `l = l_k + lambda * l_s` (0.2 in the paper). A network
+            without the skeletal module trains the HRNet baseline with `l = l_k`.
+        vector_logs: return the logs as shape-[1] tensors (needed by Keras 3.15's
+            MultiWorkerMirroredStrategy reduction, `shared/reference/tf-keras-notes.md` 5b).
+        **kwargs: standard `keras.Model` arguments.
+
+    Data (`fit`, `evaluate`): batches `(images uint8 [B, H, W, 3], {"keypoints": float32
+    [B, K, 2] in input-crop pixels, "visibility": float32 [B, K]})`.
+
+    Logs: `loss`, `keypoint_loss`, `skeletal_loss` (unscaled, per replica averaged).
+
+    Under a distribution strategy the loss is divided by the number of replicas before the
+    gradient (Keras sums replica gradients); under `mixed_float16` the optimizer is a
+    `LossScaleOptimizer` and `optimizer.scale_loss` scales it (identity otherwise).
+    """
+
+    def __init__(self, network, codec: HeatmapCodec, skeletal_loss_weight=0.2,
+                 vector_logs=False, **kwargs):
+        super().__init__(**kwargs)
+        if codec.keypoint_set.num_keypoints != network.output["heatmaps"].shape[-1]:
+            raise ValueError(
+                f"The codec's keypoint set {codec.keypoint_set.name!r} has "
+                f"{codec.keypoint_set.num_keypoints} keypoints but the network predicts "
+                f"{network.output['heatmaps'].shape[-1]} heatmaps."
+            )
+        self.network = network
+        self.codec = codec
+        self.skeletal_loss_weight = float(skeletal_loss_weight)
+        self.vector_logs = bool(vector_logs)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    def compute_losses(self, images, labels, training):
+        """`(total, keypoint_loss, skeletal_loss, outputs)` for one batch, float32 scalars."""
+        targets = self.codec.encode(labels["keypoints"], labels["visibility"])
+        outputs = self.network(images, training=training)
+        total, keypoint_term, skeletal_term = pose_loss(
+            outputs, targets, self.skeletal_loss_weight)
+        return total, keypoint_term, skeletal_term, outputs
+
+    def train_step(self, data):
+        images, labels = data
+        with tf.GradientTape() as tape:
+            total, keypoint_term, skeletal_term, _ = self.compute_losses(images, labels, True)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / replicas)
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_logs(total, keypoint_term, skeletal_term)
+
+    def test_step(self, data):
+        images, labels = data
+        total, keypoint_term, skeletal_term, _ = self.compute_losses(images, labels, False)
+        return self._update_logs(total, keypoint_term, skeletal_term)
+
+    def _update_logs(self, *values):
+        logs = {}
+        for name, value in zip(LOSS_NAMES, values):
+            self.trackers[name].update_state(value)
+            result = self.trackers[name].result()
+            logs[name] = tf.reshape(result, [1]) if self.vector_logs else result
+        return logs
