@@ -40,7 +40,8 @@ def _check_image(image, name="image"):
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(
-            f"{name} must be RGB uint8 [H, W, 3]. Received: dtype={image.dtype}, shape={image.shape}"
+            f"{name} must be RGB uint8 [H, W, 3]. "
+            f"Received: dtype={image.dtype}, shape={image.shape}"
         )
     return image
 
@@ -108,12 +109,13 @@ def draw_box(image, box_xywh, color=(255, 255, 0), thickness=1, label=None):
     """Draw a [x, y, w, h] box (pixels) and an optional text label on a copy of `image`."""
     canvas = _check_image(image).copy()
     x, y, w, h = (float(v) for v in box_xywh)
-    cv2.rectangle(canvas, _fixed((x, y)), _fixed((x + w, y + h)), color, thickness, cv2.LINE_AA,
+    cv2.rectangle(canvas, _fixed((x, y)), _fixed((x + w, y + h)), color, thickness, cv2.LINE_8,
                   _SHIFT)  # fmt: skip
     if label:
         origin = (int(round(x)) + 2, max(10, int(round(y)) + 10))
-        cv2.putText(canvas, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 2, cv2.LINE_AA)
-        cv2.putText(canvas, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.35, color, 1, cv2.LINE_AA)
+        for rgb, width in (((0, 0, 0), 2), (color, 1)):  # outlined text
+            cv2.putText(canvas, label, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.35, rgb, width,
+                        cv2.LINE_AA)  # fmt: skip
     return canvas
 
 
@@ -192,8 +194,9 @@ def tile_images(images, cols, captions=None, pad=2, caption_height=14, backgroun
     cell_h = max(im.shape[0] for im in images)
     cell_w = max(im.shape[1] for im in images)
     text_h = caption_height if captions is not None else 0
-    grid = np.empty((rows * (cell_h + text_h) + (rows + 1) * pad, cols * cell_w + (cols + 1) * pad, 3),
-                    np.uint8)  # fmt: skip
+    grid_h = rows * (cell_h + text_h) + (rows + 1) * pad
+    grid_w = cols * cell_w + (cols + 1) * pad
+    grid = np.empty((grid_h, grid_w, 3), np.uint8)
     grid[:] = background
     for i, im in enumerate(images):
         row, col = divmod(i, cols)

@@ -1,13 +1,15 @@
 """The tf.data pipeline: crop geometry on real output images, flip, determinism, bad images."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from data_fixtures import blob_image, coco_keypoints, constant_jpeg, encode, write_coco, write_image
-from skelpose_tf.data import coco, pipeline
+from skelpose_tf.data import coco, pipeline, tfrecords
 from skelpose_tf.data.augment import AugmentConfig
 from skelpose_tf.data.records import PersonRecord, SkipReport
 from skelpose_tf.keypoints import COCO
@@ -222,3 +224,93 @@ def test_training_with_only_bad_images_stops_with_a_clear_error(tmp_path):
 def test_keypoint_count_must_match_the_keypoint_set(people):
     with pytest.raises(ValueError, match="17 keypoints but the keypoint set 'mpii' has 16"):
         pipeline.make_eval_dataset(people, "mpii", INPUT_SIZE, 2)
+
+
+# TFRecords ---------------------------------------------------------------------------------------
+
+def test_tfrecords_round_trip_gives_the_same_crops(people, tmp_path):
+    (tmp_path / "junk.jpg").write_bytes(b"junk")
+    records = list(people) + [_record(tmp_path / "junk.jpg")]
+    report = SkipReport()
+    meta = tfrecords.write_tfrecords(records, str(tmp_path / "shards"), 2, COCO, INPUT_SIZE,
+                                     report=report)
+    assert (meta["num_images"], meta["num_records"]) == (3, 3)
+    assert [s["num_records"] for s in meta["shards"]] == [2, 1]
+    assert report.skipped == {"undecodable data (not a known image format)": 1}
+    source = tfrecords.TFRecordSource(str(tmp_path / "shards"))
+    from_files = list(pipeline.make_eval_dataset(source, COCO, INPUT_SIZE, 8))
+    from_list = list(pipeline.make_eval_dataset(people, COCO, INPUT_SIZE, 8))
+    (images_a, meta_a), (images_b, meta_b) = from_files[0], from_list[0]
+    order = np.argsort(meta_a["record_index"].numpy())
+    np.testing.assert_array_equal(meta_a["record_index"].numpy()[order], [0, 1, 2])
+    np.testing.assert_array_equal(images_a.numpy()[order], images_b.numpy())
+    for key in ("image_id", "center", "scale", "box_score", "keypoints", "visibility"):
+        np.testing.assert_allclose(meta_a[key].numpy()[order], meta_b[key].numpy())
+    config = AugmentConfig(rotation_prob=1.0, flip_prob=1.0, half_body_prob=0.0)
+    dataset = pipeline.make_train_dataset(source, COCO, INPUT_SIZE, 6, config, seed=2)
+    images, keypoints, visibility = _first_batch(dataset)
+    assert images.shape == (6, 64, 48, 3)
+    _check_blobs_under_keypoints(images, keypoints, visibility, flipped=True)
+
+
+def test_tfrecords_check_keypoints_and_aspect_ratio(people, tmp_path):
+    tfrecords.write_tfrecords(people, str(tmp_path), 1, COCO, INPUT_SIZE)
+    source = tfrecords.TFRecordSource(str(tmp_path))
+    with pytest.raises(ValueError, match=r"written for input size \[64, 48\]"):
+        pipeline.make_eval_dataset(source, COCO, (64, 64), 2)
+    with pytest.raises(ValueError, match="holds 17 keypoints per person"):
+        pipeline.make_eval_dataset(source, "mpii", INPUT_SIZE, 2)
+    with pytest.raises(ValueError, match="1 non-empty shard files, fewer than the 2"):
+        pipeline.make_train_dataset(source, COCO, INPUT_SIZE, 2, shard=(2, 0))
+    with pytest.raises(ValueError, match="Cannot read"):
+        tfrecords.TFRecordSource(str(tmp_path / "nothing"))
+
+
+def test_tfrecords_command_line(people, tmp_path):
+    image_dir = os.path.dirname(people[0].image_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "skelpose_tf.data.tfrecords", "--ann",
+         os.path.join(image_dir, "ann.json"), "--images", image_dir, "--out", str(tmp_path),
+         "--shards", "2", "--input_size", "64x48"],
+        capture_output=True, text=True, timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 person records of 3 images in 2 shards" in result.stdout
+    meta = tfrecords.TFRecordSource(str(tmp_path)).meta
+    assert meta["input_size"] == [64, 48] and meta["keypoint_set"] == "coco"
+
+
+# The project's synthetic data set ----------------------------------------------------------------
+
+def test_synthetic_dataset_through_readers_and_pipelines(tmp_path):
+    from skelpose_tf.data import mpii, transforms
+    from skelpose_tf.data.synthetic import generate_dataset
+
+    paths = generate_dataset(str(tmp_path), 6, 3, seed=0)
+    report = SkipReport()
+    train = coco.read_coco_keypoints(paths.train_annotations, paths.train_images, COCO,
+                                     INPUT_SIZE, report=report)
+    val = coco.read_coco_keypoints(paths.val_annotations, paths.val_images, COCO, INPUT_SIZE,
+                                   report=report)
+    detections = coco.read_coco_detections(paths.val_detections, paths.val_annotations,
+                                           paths.val_images, COCO, INPUT_SIZE, report=report)
+    mpii_val = mpii.read_mpii(paths.mpii_val, paths.val_images, (64, 64),
+                              gt_mat_file=paths.mpii_gt_val, report=report)
+    assert train and val and detections and mpii_val
+    assert all(r.head_box is not None for r in mpii_val)
+    # The generator writes clean data: only COCO's ordinary filtering may leave people out.
+    assert set(report.skipped) <= {"no labelled keypoints", "image without people"}
+    assert not report.repaired
+    images, targets = next(iter(pipeline.make_train_dataset(train, COCO, INPUT_SIZE, 4, seed=0)))
+    assert images.shape == (4, 64, 48, 3) and targets["keypoints"].shape == (4, K, 2)
+    batches = list(pipeline.make_eval_dataset(val, COCO, INPUT_SIZE, 4, report=report))
+    meta = {key: np.concatenate([b[1][key].numpy() for b in batches]) for key in batches[0][1]}
+    np.testing.assert_array_equal(meta["record_index"], np.arange(len(val)))
+    # crop -> image round trip recovers the annotated keypoints
+    back = transforms.crop_to_image(meta["keypoints"], meta["center"], meta["scale"], INPUT_SIZE)
+    for record, points in zip(val, back):
+        labelled = record.visibility > 0
+        np.testing.assert_allclose(points[labelled], record.keypoints[labelled], atol=1e-3)
+    mpii_batch = next(iter(pipeline.make_eval_dataset(mpii_val, "mpii", (64, 64), 8)))
+    assert mpii_batch[0].shape[1:] == (64, 64, 3)
+    assert report.skipped.keys() <= {"no labelled keypoints", "image without people"}

@@ -121,12 +121,16 @@ def _rewrite(path, change):
      r"annotation id 101 field 'bbox' must be of type list"),
     (lambda d: d["annotations"][0]["keypoints"].__setitem__(4, "12"),
      r"annotation id 101 field 'keypoints'.*must hold only numbers"),
-    (lambda d: d["annotations"][0]["keypoints"].pop(), r"annotation id 101 field 'keypoints'.*3 x 17"),
+    (lambda d: d["annotations"][0]["keypoints"].pop(),
+     r"annotation id 101 field 'keypoints'.*3 x 17"),
     (lambda d: d["annotations"][0]["keypoints"].__setitem__(2, 3), r"must be 0, 1 or 2"),
     (lambda d: d["annotations"][0].update(image_id=77), r"image_id 77, which is not in 'images'"),
     (lambda d: d["images"][0].pop("width"), r"image id 1 has no field 'width'"),
-    (lambda d: d["images"][1].update(height="30"), r"image id 2 field 'height' must be of type int"),
+    (lambda d: d["images"][1].update(height="30"),
+     r"image id 2 field 'height' must be of type int"),
     (lambda d: d.pop("annotations"), r"the file has no field 'annotations'"),
+    (lambda d: d["annotations"][0].update(iscrowd="no"), r"'iscrowd' must be 0 or 1"),
+    (lambda d: d["annotations"][0].update(area=None), r"'area' must be a number"),
 ])
 def test_coco_schema_errors_name_the_file_and_record(coco_files, change, message):
     path, image_dir = coco_files

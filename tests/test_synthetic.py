@@ -15,6 +15,7 @@ import scipy.io
 from pycocotools.coco import COCO as CocoApi
 
 from skelpose_tf.data import synthetic
+from skelpose_tf.data import synthetic_figures as figures_lib
 from skelpose_tf.data.contact_sheet import make_contact_sheet
 from skelpose_tf.data.synthetic_figures import LEFT_HUES_DEG, RIGHT_HUES_DEG
 from skelpose_tf.keypoints import COCO, MPII
@@ -110,23 +111,25 @@ def test_visibility_levels_all_occur(dataset):
 def test_same_seed_gives_identical_files_and_workers_do_not_matter(dataset, tmp_path):
     again = synthetic.generate_dataset(str(tmp_path / "again"), NUM_TRAIN, NUM_VAL, seed=SEED,
                                        image_size=SIZE, workers=2)  # fmt: skip
-    comparison = filecmp.dircmp(dataset.root, again.root)
+    assert sorted(os.listdir(dataset.root)) == sorted(os.listdir(again.root))
     for sub in ("annotations", os.path.join("images", "train"), os.path.join("images", "val")):
         names = sorted(os.listdir(os.path.join(dataset.root, sub)))
         assert names == sorted(os.listdir(os.path.join(again.root, sub)))
-        match, mismatch, errors = filecmp.cmpfiles(dataset.root, again.root,
-                                                   [os.path.join(sub, n) for n in names],
-                                                   shallow=False)  # fmt: skip
+        _, mismatch, errors = filecmp.cmpfiles(dataset.root, again.root,
+                                               [os.path.join(sub, n) for n in names],
+                                               shallow=False)  # fmt: skip
         assert not mismatch and not errors, (mismatch, errors)
-    assert comparison.left_only == [] and comparison.right_only == []
 
 
 def test_different_seed_differs(dataset, tmp_path):
-    other = synthetic.generate_dataset(str(tmp_path / "other"), 0, 2, seed=SEED + 1, image_size=SIZE)
+    other = synthetic.generate_dataset(str(tmp_path / "other"), 0, 2, SEED + 1, SIZE)
     first = _load(dataset.val_annotations)["annotations"]
     second = _load(other.val_annotations)["annotations"]
     first_two = [a for a in first if a["image_id"] <= synthetic.image_id_for("val", 1)]
     assert first_two != second
+    name = f"{synthetic.image_id_for('val', 0):012d}.jpg"
+    assert not filecmp.cmp(os.path.join(dataset.val_images, name),
+                           os.path.join(other.val_images, name), shallow=False)  # fmt: skip
 
 
 def _coco_by_file(coco):
@@ -142,7 +145,8 @@ def test_mpii_records_match_the_coco_people(dataset, split):
     records = _load(dataset.mpii_train if split == "train" else dataset.mpii_val)
     people = _coco_by_file(_load(coco_file))
     assert records, "expected some MPII records"
-    shared = [(j, COCO.index(n)) for j, n in enumerate(MPII.keypoint_names) if n in COCO.keypoint_names]
+    shared = [(j, COCO.index(name)) for j, name in enumerate(MPII.keypoint_names)
+              if name in COCO.keypoint_names]  # fmt: skip
     minimum = math.ceil(synthetic.MPII_MIN_LABELLED_FRACTION * MPII.num_keypoints)
     width, height = SIZE
     for record in records:
@@ -274,7 +278,8 @@ def test_summarize_counts_what_was_written(dataset):
     val = _load(dataset.val_annotations)
     assert summary["val"]["images"] == NUM_VAL
     assert summary["val"]["people"] == len(val["annotations"])
-    assert summary["val"]["keypoints_labelled"] == sum(a["num_keypoints"] for a in val["annotations"])
+    labelled = sum(a["num_keypoints"] for a in val["annotations"])
+    assert summary["val"]["keypoints_labelled"] == labelled
     assert summary["val"]["detections"] == len(_load(dataset.val_detections))
     assert 0.2 < summary["val"]["area_over_box"] < 0.9
 
@@ -287,20 +292,122 @@ def test_contact_sheet_grid(dataset):
 
 def test_generator_cli_runs_without_tensorflow(tmp_path):
     out = tmp_path / "cli"
-    code = (
-        "import sys\n"
-        "from skelpose_tf.data import synthetic\n"
-        "assert 'tensorflow' not in sys.modules\n"
-        "sys.argv = ['synthetic', '--out', sys.argv[1], '--train', '1', '--val', '1',\n"
-        "            '--image_size', '96x64']\n"
-        "from absl import app\n"
-        "try:\n"
-        "    app.run(synthetic.main)\n"
-        "finally:\n"
-        "    assert 'tensorflow' not in sys.modules\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
+    command = [sys.executable, "-X", "importtime", "-m", "skelpose_tf.data.synthetic",
+               "--out", str(out), "--train", "1", "--val", "1",
+               "--image_size", "96x64"]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stderr
     assert "train: 1 images" in result.stdout and "val: 1 images" in result.stdout
     assert synthetic.dataset_paths(str(out)).exists()
+    # -X importtime lists every imported module on stderr, one per line, name last.
+    lines = result.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in lines if "|" in line}
+    assert "numpy" in imported and "cv2" in imported
+    assert not any(name.split(".")[0] in ("tensorflow", "keras") for name in imported)
+
+
+def test_contact_sheet_cli_writes_png(dataset, tmp_path):
+    out = tmp_path / "sheet.png"
+    command = [sys.executable, "-m", "skelpose_tf.data.contact_sheet", "--data", dataset.root,
+               "--split", "val", "--out", str(out), "--num", "2", "--cols", "2",
+               "--bits", "6"]  # fmt: skip
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(command, capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr
+    sheet = cv2.imread(str(out))
+    assert sheet.shape == (SIZE[1] + 14 + 2 * 2, 2 * SIZE[0] + 3 * 2, 3)
+    assert np.all(sheet % 4 == 2)  # 6 bits kept per channel
+
+
+def _pose(yaw, shoulder_flex=0.0):
+    """A neutral standing pose with arms slightly out, seen from `yaw` degrees."""
+    side = {"shoulder_flex": shoulder_flex, "shoulder_abd": 15.0, "humeral_twist": 0.0,
+            "elbow": 10.0, "hip_flex": 0.0, "hip_abd": 5.0, "knee": 5.0, "ankle": 0.0}  # fmt: skip
+    return {"family": "standing", "lean_forward": 0.0, "lean_side": 0.0, "twist": 0.0,
+            "head_yaw": 0.0, "head_pitch": 0.0, "head_roll": 0.0, "left": dict(side),
+            "right": dict(side), "yaw": yaw, "pitch": 0.0, "roll": 0.0}  # fmt: skip
+
+
+def _draw_alone(yaw, shoulder_flex=0.0, size=(200, 240)):
+    """One figure, 200 px tall, alone on a blank canvas; returns (figure, id_map, silhouette)."""
+    width, height = size
+    figure = figures_lib.make_figure(np.random.default_rng(0), 200, (width / 2, height / 2),
+                                     _pose(yaw, shoulder_flex))  # fmt: skip
+    image = np.zeros((height, width, 3), np.uint8)
+    id_map = np.zeros((height, width), np.uint16)
+    silhouette = np.zeros((height, width), np.uint8)
+    figure.draw(image, id_map, silhouette, synthetic.PERSON_ID_STRIDE, np.array([-0.6, -0.8]))
+    return figure, id_map, silhouette
+
+
+def _annotate_alone(figure, id_map, silhouette):
+    height, width = id_map.shape
+    area = int(((id_map >> 6) == 1).sum())
+    return synthetic.annotate_person(figure, 0, id_map, silhouette, area, width, height)
+
+
+def _v(person, name):
+    return int(person.keypoints[COCO.index(name), 2])
+
+
+def test_facing_figure_has_every_keypoint_visible_with_left_on_image_right():
+    person = _annotate_alone(*_draw_alone(yaw=0.0))
+    assert person.keypoints[:, 2].tolist() == [2] * COCO.num_keypoints
+    for left, right in COCO.flip_pairs:  # facing the camera, the person's left is image right
+        assert person.keypoints[left, 0] > person.keypoints[right, 0]
+    assert person.mpii_eligible and person.mpii_labelled.all()
+    # Standing upright: head above shoulders above hips above knees above ankles.
+    names = ("nose", "l_shoulder", "l_hip", "l_knee", "l_ankle")
+    y = {name: person.keypoints[COCO.index(name), 1] for name in names}
+    assert y["nose"] < y["l_shoulder"] < y["l_hip"] < y["l_knee"] < y["l_ankle"]
+    head_top_to_ankle = y["l_ankle"] - person.mpii_joints[MPII.index("head_top"), 1]
+    assert 0.85 * 200 < head_top_to_ankle < 200  # of the 200 px standing height
+
+
+def test_back_view_hides_the_face_and_puts_left_on_image_left():
+    person = _annotate_alone(*_draw_alone(yaw=180.0))
+    for name in ("nose", "l_eye", "r_eye"):
+        assert _v(person, name) == 0
+        assert np.all(person.keypoints[COCO.index(name), :2] == 0)
+    for left, right in COCO.flip_pairs[2:]:  # body pairs (the ears may be unlabelled)
+        assert person.keypoints[left, 0] < person.keypoints[right, 0]
+
+
+def test_profile_view_covers_the_far_side():
+    # yaw +90 turns the person's left side towards the camera; arms forward keep the hips clear.
+    person = _annotate_alone(*_draw_alone(yaw=90.0, shoulder_flex=70.0))
+    assert _v(person, "l_ear") == 2 and _v(person, "r_ear") == 0 and _v(person, "r_eye") == 0
+    assert _v(person, "nose") == 2 and _v(person, "l_eye") == 2
+    assert _v(person, "l_shoulder") == 2 and _v(person, "r_shoulder") == 1
+    assert _v(person, "l_hip") == 2 and _v(person, "r_hip") == 1
+
+
+def test_occluded_keypoint_becomes_labelled_but_not_visible():
+    figure, id_map, silhouette = _draw_alone(yaw=0.0)
+    before = _annotate_alone(figure, id_map, silhouette)
+    x, y = np.round(before.keypoints[COCO.index("l_wrist"), :2]).astype(int)
+    id_map[y - 3:y + 4, x - 3:x + 4] = synthetic.OCCLUDER_ID
+    after = _annotate_alone(figure, id_map, silhouette)
+    assert _v(before, "l_wrist") == 2 and _v(after, "l_wrist") == 1
+    changed = np.flatnonzero(before.keypoints[:, 2] != after.keypoints[:, 2])
+    assert changed.tolist() == [COCO.index("l_wrist")]
+    assert after.area < before.area and after.bbox == before.bbox
+
+
+def test_keypoints_outside_the_image_are_unlabelled():
+    # The same figure centred at the left border: its left-most keypoints fall outside.
+    figure, id_map, silhouette = _draw_alone(yaw=0.0)
+    shifted = np.zeros_like(id_map)
+    shifted[:, :100] = id_map[:, 100:]
+    shifted_silhouette = np.zeros_like(silhouette)
+    shifted_silhouette[:, :100] = silhouette[:, 100:]
+    for name in figure.keypoints:
+        figure.keypoints[name] = figure.keypoints[name] - (100.0, 0.0)
+    person = _annotate_alone(figure, shifted, shifted_silhouette)
+    outside = [n for n in COCO.keypoint_names if figure.keypoints[n][0] < 0]
+    inside = [n for n in COCO.keypoint_names if figure.keypoints[n][0] > 1]
+    assert outside and inside
+    assert all(_v(person, n) == 0 for n in outside)
+    assert all(_v(person, n) == 2 for n in inside)
+    assert person.bbox[0] == 0

@@ -42,7 +42,7 @@ def test_input_aspect_ratio_rejects_bad_sizes(size):
         transforms.input_aspect_ratio(size)
 
 
-# the affine crop -----------------------------------------------------------------------------------
+# the affine crop ---------------------------------------------------------------------------------
 
 def test_region_maps_onto_the_crop_with_pixel_centres_at_integers():
     # Region 100 x 200 around (50, 80) onto a 32 x 64 (W x H) crop: factor 0.32 both ways.

@@ -56,7 +56,8 @@ class AugmentConfig:
         for name in ("rotation_prob", "flip_prob", "half_body_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"AugmentConfig.{name} must be in [0, 1]. Received: {name}={value}")
+                raise ValueError(
+                    f"AugmentConfig.{name} must be in [0, 1]. Received: {name}={value}")
         if not 0.0 <= self.scale_factor < 1.0:
             raise ValueError(
                 f"AugmentConfig.scale_factor must be in [0, 1). Received: "

@@ -23,6 +23,7 @@ instances without labelled keypoints are counted in the `SkipReport` and logged.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -69,6 +70,7 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
     num_keypoints = keypoint_set.num_keypoints
     records = []
     images_with_people = set()
+    file_exists = functools.lru_cache(maxsize=None)(os.path.isfile)  # one check per image
     for position, annotation in enumerate(annotations):
         where = f"{annotation_file} annotation #{position}"
         if not isinstance(annotation, dict):
@@ -82,7 +84,10 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
             raise ValueError(f"{where} refers to image_id {image_id}, which is not in 'images'.")
         image_path, (height, width) = images[image_id]
         images_with_people.add(image_id)
-        if annotation.get("iscrowd", 0):
+        iscrowd = annotation.get("iscrowd", 0)
+        if iscrowd not in (0, 1):
+            raise ValueError(f"{where} field 'iscrowd' must be 0 or 1. Received: {iscrowd!r}")
+        if iscrowd:
             report.skip("crowd annotation", where, level=logging.INFO)
             continue
         box = _clean_box(as_float32(_field(annotation, "bbox", list, where, annotation_file),
@@ -102,7 +107,7 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
         if require_keypoints and not np.any(visibility > 0):
             report.skip("no labelled keypoints", where, level=logging.INFO)
             continue
-        if not os.path.isfile(image_path):
+        if not file_exists(image_path):
             report.skip("missing image file", f"{where} ({image_path})")
             continue
         center, scale = box_to_center_scale(box, aspect_ratio, padding)
@@ -149,6 +154,7 @@ def read_coco_detections(detection_file, annotation_file, image_dir, keypoint_se
     if not isinstance(detections, list):
         raise ValueError(f"{detection_file} must hold a JSON list of detections. Received a "
                          f"{type(detections).__name__}.")
+    file_exists = functools.lru_cache(maxsize=None)(os.path.isfile)  # one check per image
     zeros_keypoints = np.zeros((keypoint_set.num_keypoints, 2), np.float32)
     zeros_visibility = np.zeros((keypoint_set.num_keypoints,), np.float32)
     records = []
@@ -173,7 +179,7 @@ def read_coco_detections(detection_file, annotation_file, image_dir, keypoint_se
             report.skip("box of zero area", where)
             continue
         image_path, image_size = images[image_id]
-        if not os.path.isfile(image_path):
+        if not file_exists(image_path):
             report.skip("missing image file", f"{where} ({image_path})")
             continue
         center, scale = box_to_center_scale(box, aspect_ratio, padding)

@@ -29,8 +29,7 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 # Enough bytes to reach the JPEG frame header past a typical EXIF block.
 _HEADER_BYTES = 1 << 16
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
-_DECODE_FLAGS = cv2.IMREAD_IGNORE_ORIENTATION | getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
-_DECODES_TO_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
+_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION  # BGR
 
 
 class ImageDecodeError(Exception):
@@ -133,16 +132,18 @@ def read_image_bytes(path: str) -> bytes:
         raise ImageDecodeError(f"unreadable image file ({error.strerror or error})") from None
 
 
-def decode_image(data: bytes) -> tuple[np.ndarray, ImageHeader | None]:
-    """Decode image bytes to RGB.
+def decode_image(data: bytes, channels: int = 3) -> tuple[np.ndarray, ImageHeader | None]:
+    """Decode image bytes to RGB (or RGBA with an opaque alpha channel).
 
     Args:
         data: the bytes of a JPEG, PNG or other OpenCV-readable image file.
+        channels: 3 for RGB; 4 for RGB plus a constant 255 fourth channel, which OpenCV warps
+            about 2.5x faster than 3 channels (the data pipeline uses it).
 
     Returns:
-        (image, header): `image` uint8 [H, W, 3] RGB whatever the stored colour model
-        (grey is replicated, CMYK converted, alpha dropped); `header` from `read_image_header`
-        (None for formats other than JPEG and PNG).
+        (image, header): `image` uint8 [H, W, channels] RGB(A) whatever the stored colour model
+        (grey is replicated, CMYK converted, a stored alpha channel dropped); `header` from
+        `read_image_header` (None for formats other than JPEG and PNG).
 
     Raises:
         ImageDecodeError: for an empty file, a JPEG without its end-of-image marker
@@ -160,8 +161,12 @@ def decode_image(data: bytes) -> tuple[np.ndarray, ImageHeader | None]:
         if header is None:
             raise ImageDecodeError("undecodable data (not a known image format)")
         raise ImageDecodeError(f"corrupt {header.format.upper()} data (decoder failed)")
-    if not _DECODES_TO_RGB:
+    if channels == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGBA)
+    elif channels == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    else:
+        raise ValueError(f"channels must be 3 or 4. Received: channels={channels}")
     return image, header
 
 

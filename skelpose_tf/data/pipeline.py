@@ -19,7 +19,8 @@ Elements:
   (region in image pixels, for `transforms.crop_to_image`), "box_score" float32 [B],
   "keypoints" float32 [B, K, 2] and "visibility" float32 [B, K] (ground truth in crop pixels;
   zeros for detector boxes)}. No augmentation; the flip test can mirror the crop with
-  `tf.reverse(images, [2])`, which equals the crop of the flipped matrix pixel for pixel.
+  `tf.reverse(images, [2])`, which equals the crop of the flipped matrix (x -> W - 1 - x) to
+  within one grey level (OpenCV interpolates at 1/32-pixel steps).
 
 Bad images (missing or unreadable file, empty, truncated or corrupt data, a decoded size that
 differs from the annotation) never raise inside tf.data: the sample is dropped, and the record
@@ -31,7 +32,6 @@ so instead of looping forever.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import cv2
@@ -45,6 +45,8 @@ from skelpose_tf.data.transforms import affine_matrix, apply_affine, input_aspec
 from skelpose_tf.keypoints import get_keypoint_set
 
 AUTOTUNE = tf.data.AUTOTUNE
+_META_KEYS = ("record_index", "image_id", "center", "scale", "box_score", "keypoints",
+              "visibility")
 
 
 def make_train_dataset(records, keypoint_set, input_size, batch_size,
@@ -84,10 +86,11 @@ def make_train_dataset(records, keypoint_set, input_size, batch_size,
     samples = _source(records).train_samples(
         _SampleMaker(keypoint_set, input_size, augment_config, report),
         num_shards, shard_index, seed, sample_seed, shuffle_buffer, deterministic)
-    dataset = samples.map(lambda sample: (sample["image"], {
-        "keypoints": sample["keypoints"], "visibility": sample["visibility"]}))
-    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-    return dataset.with_options(_options(deterministic, threads, shard is not None))
+    dataset = samples.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(lambda batch: (batch["image"], {
+        "keypoints": batch["keypoints"], "visibility": batch["visibility"]}))
+    return dataset.prefetch(AUTOTUNE).with_options(
+        _options(deterministic, threads, shard is not None))
 
 
 def make_eval_dataset(records, keypoint_set, input_size, batch_size, *, shard=None,
@@ -111,11 +114,9 @@ def make_eval_dataset(records, keypoint_set, input_size, batch_size, *, shard=No
     num_shards, shard_index = _shard_spec(shard)
     samples = _source(records).eval_samples(
         _SampleMaker(keypoint_set, input_size, None, report), num_shards, shard_index)
-    meta_keys = ("record_index", "image_id", "center", "scale", "box_score", "keypoints",
-                 "visibility")
-    dataset = samples.map(lambda sample: (sample["image"], {k: sample[k] for k in meta_keys}))
-    dataset = dataset.batch(batch_size).prefetch(AUTOTUNE)
-    return dataset.with_options(_options(True, threads, shard is not None))
+    dataset = samples.batch(batch_size)
+    dataset = dataset.map(lambda batch: (batch["image"], {k: batch[k] for k in _META_KEYS}))
+    return dataset.prefetch(AUTOTUNE).with_options(_options(True, threads, shard is not None))
 
 
 class _SampleMaker:
@@ -139,9 +140,11 @@ class _SampleMaker:
         return self.keypoint_set.num_keypoints
 
     def load(self, data, path, expected_size, where):
-        """Decode `data` (or read `path` when data is None) to RGB; None (and a report) on failure."""
+        """Decode `data` (or read `path` when data is None) to RGBA (opaque alpha, for a faster
+        warp); None (and a report) on failure."""
         try:
-            image, header = decode_image(read_image_bytes(path) if data is None else data)
+            image, header = decode_image(read_image_bytes(path) if data is None else data,
+                                         channels=4)
         except ImageDecodeError as error:
             self.report.skip(error.reason, f"{where} ({path})")
             return None
@@ -160,7 +163,7 @@ class _SampleMaker:
         """Cut one person's crop.
 
         Args:
-            image: uint8 [h, w, 3] RGB.
+            image: uint8 [h, w, 4] RGBA from `load`.
             center, scale: float32 [2], the record's region in image pixels.
             keypoints: float32 [K, 2] image pixels; visibility: float32 [K] (raw label).
             seed: int, the sample's augmentation seed (ignored without augmentation).
@@ -178,8 +181,9 @@ class _SampleMaker:
         height, width = self.input_size
         matrix = affine_matrix(augmentation.center, augmentation.scale, augmentation.rotation,
                                self.input_size, augmentation.flip)
-        crop = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        warped = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+        crop = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         crop_keypoints = apply_affine(keypoints, matrix)
         labelled = (np.asarray(visibility) > 0).astype(np.float32)
         if augmentation.flip:
@@ -206,90 +210,99 @@ class _SampleMaker:
 
 
 class _RecordSource:
-    """A list of `PersonRecord`s as a tf.data source (one element per person)."""
+    """A list of `PersonRecord`s as a tf.data source (one element per person).
+
+    The records stay in numpy arrays on the Python side; tf.data carries only the record index
+    (and the sample's seed) into `tf.numpy_function`, which keeps the per-sample overhead low.
+    """
 
     def __init__(self, records):
         if not records:
             raise ValueError("The pipeline needs at least one person record. Received none.")
         self.num_records = len(records)
-        self.table = {
-            "record_index": np.arange(len(records), dtype=np.int64),
-            "image_path": np.asarray([os.fsencode(r.image_path) for r in records], object),
-            "image_id": np.asarray([r.image_id for r in records], np.int64),
-            "image_size": np.asarray([r.image_size for r in records], np.int32),
-            "center": np.stack([r.center for r in records]).astype(np.float32),
-            "scale": np.stack([r.scale for r in records]).astype(np.float32),
-            "keypoints": np.stack([r.keypoints for r in records]).astype(np.float32),
-            "visibility": np.stack([r.visibility for r in records]).astype(np.float32),
-            "box_score": np.asarray([r.box_score for r in records], np.float32),
-        }
+        self.image_paths = [r.image_path for r in records]
+        self.image_sizes = [tuple(r.image_size) for r in records]
+        self.centers = np.stack([r.center for r in records]).astype(np.float32)
+        self.scales = np.stack([r.scale for r in records]).astype(np.float32)
+        self.keypoints = np.stack([r.keypoints for r in records]).astype(np.float32)
+        self.visibility = np.stack([r.visibility for r in records]).astype(np.float32)
+        self.image_ids = np.asarray([r.image_id for r in records], np.int64)
+        self.box_scores = np.asarray([r.box_score for r in records], np.float32)
 
-    def _records(self, maker, num_shards, shard_index):
-        k = self.table["keypoints"].shape[1]
+    def _indices(self, maker, num_shards, shard_index):
+        """Dataset of this shard's record indices, and their number."""
+        k = self.keypoints.shape[1]
         if k != maker.num_keypoints:
             raise ValueError(f"The records have {k} keypoints but the keypoint set "
                              f"{maker.keypoint_set.name!r} has {maker.num_keypoints}.")
-        dataset = tf.data.Dataset.from_tensor_slices(self.table)
+        if self.num_records < num_shards:
+            raise ValueError(f"Cannot shard {self.num_records} records {num_shards} ways.")
+        dataset = tf.data.Dataset.range(self.num_records)
         if num_shards > 1:
-            if self.num_records < num_shards:
-                raise ValueError(f"Cannot shard {self.num_records} records {num_shards} ways.")
             dataset = dataset.shard(num_shards, shard_index)
-        shard_size = len(range(shard_index, self.num_records, num_shards))
-        return dataset, shard_size
+        return dataset, len(range(shard_index, self.num_records, num_shards))
+
+    def _loader(self, maker, num_records, must_progress):
+        """A map function: (record index, seed) -> sample dict with the crop and an ok flag."""
+
+        def load_numpy(index, seed):
+            image = maker.load(None, self.image_paths[index], self.image_sizes[index],
+                               f"record {int(index)}")
+            if image is None:
+                maker.failed(index, num_records, must_progress)
+                return (*maker.blank(), False)
+            crop = maker.crop(image, self.centers[index], self.scales[index],
+                              self.keypoints[index], self.visibility[index], seed)
+            return (*crop, True)
+
+        def load(index, seed):
+            image, keypoints, visibility, ok = tf.numpy_function(
+                load_numpy, [index, seed], [tf.uint8, tf.float32, tf.float32, tf.bool],
+                stateful=False)
+            return {"record_index": index, "ok": ok,
+                    **_with_shapes(maker, image, keypoints, visibility)}
+
+        return load
 
     def train_samples(self, maker, num_shards, shard_index, seed, sample_seed, shuffle_buffer,
                       deterministic):
-        dataset, shard_size = self._records(maker, num_shards, shard_index)
+        dataset, shard_size = self._indices(maker, num_shards, shard_index)
         dataset = dataset.shuffle(shuffle_buffer or shard_size, seed=seed,
                                   reshuffle_each_iteration=True).repeat()
         dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed=sample_seed))
-        load = _person_loader(maker, shard_size, must_progress=True)
+        load = self._loader(maker, shard_size, must_progress=True)
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         return dataset.filter(lambda sample: sample["ok"])
 
     def eval_samples(self, maker, num_shards, shard_index):
-        dataset, shard_size = self._records(maker, num_shards, shard_index)
-        dataset = dataset.map(lambda record: (record, tf.constant(0, tf.int64)))
-        load = _person_loader(maker, shard_size, must_progress=False)
-        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-        return dataset.filter(lambda sample: sample["ok"])
+        dataset, shard_size = self._indices(maker, num_shards, shard_index)
+        load = self._loader(maker, shard_size, must_progress=False)
+        dataset = dataset.map(lambda index: load(index, tf.constant(0, tf.int64)),
+                              num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = dataset.filter(lambda sample: sample["ok"])
+        image_ids = tf.constant(self.image_ids)
+        centers = tf.constant(self.centers)
+        scales = tf.constant(self.scales)
+        box_scores = tf.constant(self.box_scores)
+
+        def add_meta(sample):
+            index = sample["record_index"]
+            return {**sample, "image_id": tf.gather(image_ids, index),
+                    "center": tf.gather(centers, index), "scale": tf.gather(scales, index),
+                    "box_score": tf.gather(box_scores, index)}
+
+        return dataset.map(add_meta)
 
 
-def _person_loader(maker: _SampleMaker, num_records, must_progress):
-    """A tf.data map function: record dict + seed -> sample dict with the crop and an ok flag."""
-
-    def load_numpy(record_index, image_path, image_size, center, scale, keypoints, visibility,
-                   seed):
-        path = os.fsdecode(image_path)
-        image = maker.load(None, path, image_size, f"record {int(record_index)}")
-        if image is None:
-            maker.failed(record_index, num_records, must_progress)
-            return (*maker.blank(), False)
-        return (*maker.crop(image, center, scale, keypoints, visibility, seed), True)
-
-    def load(record, seed):
-        image, keypoints, visibility, ok = tf.numpy_function(
-            load_numpy,
-            [record["record_index"], record["image_path"], record["image_size"],
-             record["center"], record["scale"], record["keypoints"], record["visibility"], seed],
-            [tf.uint8, tf.float32, tf.float32, tf.bool], stateful=False)
-        return _with_shapes(maker, record, image, keypoints, visibility, ok)
-
-    return load
-
-
-def _with_shapes(maker, record, image, keypoints, visibility, ok):
+def _with_shapes(maker, image, keypoints, visibility):
+    """Static shapes for the outputs of `tf.numpy_function` (leading dims may be unknown)."""
     height, width = maker.input_size
     k = maker.num_keypoints
-    image.set_shape((height, width, 3))
-    keypoints.set_shape((k, 2))
-    visibility.set_shape((k,))
-    ok.set_shape(())
-    return {
-        "image": image, "keypoints": keypoints, "visibility": visibility, "ok": ok,
-        "record_index": record["record_index"], "image_id": record["image_id"],
-        "center": record["center"], "scale": record["scale"], "box_score": record["box_score"],
-    }
+    batch = image.shape[:-3]
+    image.set_shape(batch + (height, width, 3))
+    keypoints.set_shape(batch + (k, 2))
+    visibility.set_shape(batch + (k,))
+    return {"image": image, "keypoints": keypoints, "visibility": visibility}
 
 
 def _source(records):

@@ -39,8 +39,8 @@ Conventions and rules:
   upper_neck among them (the head box normalises PCKh). A joint is labelled when its COCO
   counterpart has v>0; pelvis, thorax, upper_neck and head_top when they lie inside the image.
   Unlabelled joints are written as [-1, -1] with joints_vis 0 (jnt_missing 1 in the .mat).
-  `center` is the centre of the whole (unclipped) silhouette's extent, `scale` its larger side / 200,
-  `headbox` a square around the projected head.
+  `center` is the centre of the whole (unclipped) silhouette's extent, `scale` its larger
+  side / 200, `headbox` a square around the projected head.
 - Deterministic: image i of a split is drawn from `numpy.random.default_rng([seed, split, i])`
   (its detections from `[seed, split, i, 1]`), so the same seed gives byte-identical files at any
   number of workers.
@@ -56,6 +56,7 @@ from __future__ import annotations
 import colorsys
 import concurrent.futures
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -64,6 +65,7 @@ import time
 
 import cv2
 import numpy as np
+import scipy.io
 from absl import app, flags
 
 from skelpose_tf.data import synthetic_figures as figures_lib
@@ -76,7 +78,7 @@ MIN_VISIBLE_AREA = 16
 MPII_MIN_LABELLED_FRACTION = 0.75
 JPEG_QUALITY = 90
 OCCLUDER_ID = 1
-_PERSON_ID_STRIDE = 64  # part-id map: person p's parts hold 64 * (p + 1) + part
+PERSON_ID_STRIDE = 64  # part-id map: person p's parts hold 64 * (p + 1) + part
 # Short joint names of MPII's gt_valid.mat (`dataset_joints`), by our MPII keypoint names.
 MPII_MAT_JOINT_NAMES = {
     "r_ankle": "rank", "r_knee": "rkne", "r_hip": "rhip", "l_hip": "lhip", "l_knee": "lkne",
@@ -156,7 +158,8 @@ class PersonAnnotation:
 
 def _random_colour(rng: np.random.Generator) -> tuple:
     """Any hue, mostly muted: RGB floats 0-255."""
-    hue, saturation, value = rng.uniform(0, 1), rng.uniform(0, 1) ** 1.5 * 0.85, rng.uniform(0.12, 0.95)
+    hue, saturation = rng.uniform(0, 1), rng.uniform(0, 1) ** 1.5 * 0.85
+    value = rng.uniform(0.12, 0.95)
     return tuple(255.0 * c for c in colorsys.hsv_to_rgb(hue, saturation, value))
 
 
@@ -171,7 +174,8 @@ def _background(rng: np.random.Generator, width: int, height: int, light) -> np.
     image = c0 + ramp[..., None] * (c1 - c0)
     cell = int(rng.integers(6, 24))
     blotches = rng.normal(0, 1, size=(height // cell + 2, width // cell + 2, 3)).astype(np.float32)
-    image += cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC) * rng.uniform(3, 14)
+    blotches = cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC)
+    image += blotches * rng.uniform(3, 14)
     image = np.clip(image, 0, 255).astype(np.uint8)
 
     scale = min(width, height)
@@ -182,7 +186,8 @@ def _background(rng: np.random.Generator, width: int, height: int, light) -> np.
         x, y = int(rng.uniform(-0.1, 1.1) * width), int(rng.uniform(-0.1, 1.1) * height)
         size = int(rng.uniform(0.03, 0.35) * scale)
         if kind == 0:
-            cv2.rectangle(image, (x, y), (x + size, y + int(size * rng.uniform(0.3, 2))), colour, fill)
+            corner = (x + size, y + int(size * rng.uniform(0.3, 2)))
+            cv2.rectangle(image, (x, y), corner, colour, fill)
         elif kind == 1:
             cv2.circle(image, (x, y), max(1, size // 2), colour, fill, cv2.LINE_AA)
         elif kind == 2:
@@ -214,7 +219,7 @@ def _draw_occluder(rng, image, id_map, centre, size):
         box = cv2.boxPoints(((cx, cy), (w, h), rng.uniform(0, 90)))
         cv2.fillConvexPoly(mask, np.round(box).astype(np.int32), 1)
     elif kind == 1:
-        axes = (max(1, int(size * rng.uniform(0.2, 0.5))), max(1, int(size * rng.uniform(0.2, 0.5))))
+        axes = tuple(max(1, int(size * rng.uniform(0.2, 0.5))) for _ in range(2))
         cv2.ellipse(mask, (int(cx), int(cy)), axes, rng.uniform(0, 180), 0, 360, 1, -1)
     elif kind == 2:
         points = np.array([cx, cy]) + rng.normal(0, size * 0.3, size=(int(rng.integers(4, 8)), 2))
@@ -225,7 +230,8 @@ def _draw_occluder(rng, image, id_map, centre, size):
         direction = direction / max(float(np.linalg.norm(direction)), 1e-6) * size * 1.5
         p0, p1 = np.array(centre) - direction, np.array(centre) + direction
         thickness = max(2, int(size * rng.uniform(0.08, 0.2)))
-        cv2.line(mask, tuple(np.round(p0).astype(int)), tuple(np.round(p1).astype(int)), 1, thickness)
+        ends = [tuple(int(v) for v in np.round(p)) for p in (p0, p1)]
+        cv2.line(mask, *ends, 1, thickness)
     x, y, w, h = cv2.boundingRect(mask)
     if w == 0 or h == 0:
         return
@@ -265,11 +271,23 @@ def _in_image(point, width, height) -> bool:
     return 0.0 <= point[0] <= width - 1 and 0.0 <= point[1] <= height - 1
 
 
-def _annotate(figure, person_index, id_map, silhouette, visible_area, width, height):
-    """COCO and MPII annotation of one drawn figure, or None when it is practically invisible."""
+def annotate_person(figure, person_index, id_map, silhouette, visible_area, width, height):
+    """COCO and MPII annotation of one drawn figure (see the module docstring for the rules).
+
+    Args:
+        figure: a drawn `synthetic_figures.Figure`.
+        person_index: p, whose parts hold 64 * (p + 1) + part in `id_map`.
+        id_map: uint16 [H, W] part-id map of the finished scene (OCCLUDER_ID for occluders).
+        silhouette: uint8 [H, W], 1 where the figure's own silhouette was drawn.
+        visible_area: number of `id_map` pixels that belong to the figure.
+        width, height: image size.
+
+    Returns:
+        PersonAnnotation, or None when the figure is practically invisible.
+    """
     if visible_area < MIN_VISIBLE_AREA:
         return None
-    base = _PERSON_ID_STRIDE * (person_index + 1)
+    base = PERSON_ID_STRIDE * (person_index + 1)
     keypoints = np.zeros((COCO.num_keypoints, 3))
     labelled_by_name = {}
     for k, name in enumerate(COCO.keypoint_names):
@@ -278,7 +296,8 @@ def _annotate(figure, person_index, id_map, silhouette, visible_area, width, hei
         labelled_by_name[name] = labelled
         if not labelled:
             continue
-        on_top = int(id_map[int(math.floor(point[1] + 0.5)), int(math.floor(point[0] + 0.5))]) - base
+        column, row = (int(math.floor(v + 0.5)) for v in point)
+        on_top = int(id_map[row, column]) - base
         owners = figures_lib.KEYPOINT_OWNERS[name]
         visible = figure.painted[name] and 0 <= on_top < len(figures_lib.PART_NAMES) and (
             figures_lib.PART_NAMES[on_top] in owners)
@@ -302,7 +321,8 @@ def _annotate(figure, person_index, id_map, silhouette, visible_area, width, hei
         else:
             labelled = _in_image(figure.keypoints[name], width, height)
         if labelled:
-            mpii_joints[j] = np.round(figure.keypoints[name], 2)
+            x, y = figure.keypoints[name]
+            mpii_joints[j] = (round(float(x), 2), round(float(y), 2))  # rounded as the COCO ones
             mpii_labelled[j] = 1
     eligible = bool(
         mpii_labelled.sum() >= math.ceil(MPII_MIN_LABELLED_FRACTION * MPII.num_keypoints)
@@ -361,7 +381,7 @@ def render_scene(seed: int, split: str, index: int, image_size=(320, 240)):
     silhouettes = [np.zeros((height, width), np.uint8) for _ in figures]
     for p in order:
         figure = figures[p]
-        figure.draw(image, id_map, silhouettes[p], _PERSON_ID_STRIDE * (int(p) + 1), light)
+        figure.draw(image, id_map, silhouettes[p], PERSON_ID_STRIDE * (int(p) + 1), light)
         for target in occluder_targets:
             if target == p:
                 names = figures_lib.FIGURE_KEYPOINTS
@@ -374,7 +394,7 @@ def render_scene(seed: int, split: str, index: int, image_size=(320, 240)):
     owners = np.bincount((id_map >> 6).ravel(), minlength=len(figures) + 1)
     people = []
     for p, figure in enumerate(figures):
-        person = _annotate(figure, p, id_map, silhouettes[p], owners[p + 1], width, height)
+        person = annotate_person(figure, p, id_map, silhouettes[p], owners[p + 1], width, height)
         if person is not None:
             people.append(person)
     return image, people
@@ -468,11 +488,10 @@ _MAT_HEADER_BYTES = 116
 def _write_mpii_mat(path, records):
     """MPII gt_valid.mat layout: dataset_joints, jnt_missing [16,N], pos_gt_src [16,2,N] and
     headboxes_src [2,2,N], all 1-based, in the order of `records`."""
-    import scipy.io  # imported here: only this writer needs SciPy
-
     count = len(records)
-    joints = np.array([r["joints"] for r in records], np.float64).reshape(count, MPII.num_keypoints, 2)
-    visible = np.array([r["joints_vis"] for r in records], np.float64).reshape(count, MPII.num_keypoints)
+    k = MPII.num_keypoints
+    joints = np.array([r["joints"] for r in records], np.float64).reshape(count, k, 2)
+    visible = np.array([r["joints_vis"] for r in records], np.float64).reshape(count, k)
     headboxes = np.array([r["headbox"] for r in records], np.float64).reshape(count, 2, 2)
     names = np.empty((1, MPII.num_keypoints), dtype=object)
     for j, name in enumerate(MPII.keypoint_names):
@@ -496,9 +515,16 @@ def parse_image_size(text: str) -> tuple:
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"image_size must look like WIDTHxHEIGHT, e.g. 320x240. Received: {text!r}") from None
+        raise ValueError(
+            f"image_size must look like WIDTHxHEIGHT, e.g. 320x240. Received: {text!r}"
+        ) from None
+    return _checked_image_size((width, height))
+
+
+def _checked_image_size(image_size) -> tuple:
+    width, height = (int(v) for v in image_size)
     if width < 32 or height < 32:
-        raise ValueError(f"image_size must be at least 32x32. Received: {text!r}")
+        raise ValueError(f"image_size must be at least 32x32. Received: {width}x{height}")
     return width, height
 
 
@@ -512,18 +538,22 @@ def generate_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, se
         num_val: number of val images.
         seed: data set seed; the same seed gives byte-identical files.
         image_size: (width, height) in pixels.
-        workers: processes rendering in parallel (1 = in this process).
+        workers: processes rendering in parallel (1 = in this process). More than 1 forks the
+            calling process: from a process that already runs TensorFlow, prefer 1 (or run the
+            command line in a subprocess).
 
     Returns:
         DatasetPaths of the written files (`summarize(paths)` gives statistics).
     """
     if not 0 <= num_train < VAL_IMAGE_ID_OFFSET:
-        raise ValueError(f"num_train must be in [0, {VAL_IMAGE_ID_OFFSET}). Received: num_train={num_train}")
+        raise ValueError(
+            f"num_train must be in [0, {VAL_IMAGE_ID_OFFSET}). Received: num_train={num_train}"
+        )
     if num_val < 0:
         raise ValueError(f"num_val must be >= 0. Received: num_val={num_val}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1. Received: workers={workers}")
-    width, height = (int(v) for v in image_size)
+    width, height = _checked_image_size(image_size)
     paths = dataset_paths(out_dir)
     os.makedirs(os.path.dirname(paths.train_annotations), exist_ok=True)
     categories = [{
@@ -550,8 +580,9 @@ def generate_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, se
                          "image_size": [width, height], "split": split},
                 "images": images, "annotations": annotations, "categories": categories,
             }  # fmt: skip
-            _write_json(paths.train_annotations if split == "train" else paths.val_annotations, coco)
-            _write_json(paths.mpii_train if split == "train" else paths.mpii_val, mpii)
+            train = split == "train"
+            _write_json(paths.train_annotations if train else paths.val_annotations, coco)
+            _write_json(paths.mpii_train if train else paths.mpii_val, mpii)
             if split == "val":
                 _write_json(paths.val_detections, detections)
                 _write_mpii_mat(paths.mpii_gt_val, mpii)
@@ -595,39 +626,46 @@ def summarize(paths: DatasetPaths) -> dict:
     return summary
 
 
-_OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).")
-_TRAIN = flags.DEFINE_integer("train", 2000, "Number of train images.")
-_VAL = flags.DEFINE_integer("val", 200, "Number of val images.")
-_SEED = flags.DEFINE_integer("seed", 0, "Data set seed (same seed, same bytes).")
-_IMAGE_SIZE = flags.DEFINE_string("image_size", "320x240", "Image size as WIDTHxHEIGHT.")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Rendering processes.")
+def _define_flags() -> dict:
+    """The command-line flags, defined only when this module runs as a script: train.py imports
+    the library, and its own flags (e.g. --seed) must not clash with these."""
+    return {
+        "out": flags.DEFINE_string("out", None, "Output directory (created if missing)."),
+        "train": flags.DEFINE_integer("train", 2000, "Number of train images."),
+        "val": flags.DEFINE_integer("val", 200, "Number of val images."),
+        "seed": flags.DEFINE_integer("seed", 0, "Data set seed (same seed, same bytes)."),
+        "image_size": flags.DEFINE_string("image_size", "320x240", "Image size as WIDTHxHEIGHT."),
+        "workers": flags.DEFINE_integer("workers", 1, "Rendering processes."),
+    }
 
 
-def main(argv):
+def _main(flag_holders: dict, argv) -> None:
     del argv
-    if not _OUT.value:
+    values = {name: holder.value for name, holder in flag_holders.items()}
+    if not values["out"]:
         raise app.UsageError("--out is required.")
     try:
-        image_size = parse_image_size(_IMAGE_SIZE.value)
+        image_size = parse_image_size(values["image_size"])
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     start = time.perf_counter()
-    paths = generate_dataset(_OUT.value, _TRAIN.value, _VAL.value, _SEED.value, image_size,
-                             _WORKERS.value)  # fmt: skip
+    paths = generate_dataset(values["out"], values["train"], values["val"], values["seed"],
+                             image_size, values["workers"])  # fmt: skip
     seconds = time.perf_counter() - start
     summary = summarize(paths)
     total = summary["train"]["images"] + summary["val"]["images"]
-    print(f"Synthetic people data set in {paths.root} (seed {_SEED.value}, "
-          f"{image_size[0]}x{image_size[1]}, {_WORKERS.value} worker(s))")  # fmt: skip
+    print(f"Synthetic people data set in {paths.root} (seed {values['seed']}, "
+          f"{image_size[0]}x{image_size[1]}, {values['workers']} worker(s))")  # fmt: skip
     for split in SPLITS:
         s = summary[split]
         print(f"  {split}: {s['images']} images, {s['people']} people "
               f"({s['people_with_keypoints']} with keypoints), {s['keypoints_labelled']} keypoints "
               f"labelled ({s['keypoints_visible']} visible, {s['keypoints_occluded']} occluded), "
-              f"mean area/box {s['area_over_box']:.2f}, {s['mpii_records']} MPII records")  # fmt: skip
+              f"mean area/box {s['area_over_box']:.2f}, "
+              f"{s['mpii_records']} MPII records")  # fmt: skip
     print(f"  val detections: {summary['val']['detections']}")
     print(f"  time: {seconds:.1f} s ({total / max(seconds, 1e-9):.0f} images/s)")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(functools.partial(_main, _define_flags()))

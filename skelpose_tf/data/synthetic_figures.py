@@ -78,8 +78,8 @@ _FACE_FEATURES = {
     "l_ear": (1.0, 0.0, -0.12),
     "r_ear": (-1.0, 0.0, -0.12),
 }
-_LABEL_FACING = {"l_eye": -0.25, "r_eye": -0.25, "nose": -0.3, "l_ear": -0.6, "r_ear": -0.6}
-_DRAW_FACING = {"l_eye": 0.15, "r_eye": 0.15, "nose": 0.1, "l_ear": -0.25, "r_ear": -0.25}
+_LABEL_FACING = {"l_eye": -0.25, "r_eye": -0.25, "nose": -0.45, "l_ear": -0.6, "r_ear": -0.6}
+_DRAW_FACING = {"l_eye": 0.15, "r_eye": 0.15, "nose": -0.15, "l_ear": -0.25, "r_ear": -0.25}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +248,7 @@ def sample_pose(rng: np.random.Generator) -> dict:
         angles = {key: value + rng.normal(0, 6) for key, value in angles.items()}
         angles["humeral_twist"] = rng.normal(15, 20)
         angles["ankle"] = rng.normal(5, 10)
-        pose[name] = {key: float(np.clip(value, *JOINT_LIMITS[key])) for key, value in angles.items()}
+        pose[name] = {key: float(np.clip(v, *JOINT_LIMITS[key])) for key, v in angles.items()}
     for key in ("lean_forward", "lean_side", "twist", "head_yaw", "head_pitch", "head_roll"):
         pose[key] = float(np.clip(pose[key], *JOINT_LIMITS[key]))
     pose.update(_sample_view(rng))
@@ -269,7 +269,10 @@ def _sample_view(rng: np.random.Generator) -> dict:
         yaw = rng.choice([-1.0, 1.0]) * rng.uniform(35, 100)
     else:
         yaw = rng.choice([-1.0, 1.0]) * rng.uniform(100, 180)
-    roll = rng.normal(0, 6) if rng.uniform() > 0.04 else rng.choice([-1.0, 1.0]) * rng.uniform(60, 100)
+    if rng.uniform() > 0.04:
+        roll = rng.normal(0, 6)
+    else:  # lying or falling
+        roll = rng.choice([-1.0, 1.0]) * rng.uniform(60, 100)
     return {"yaw": float(yaw), "pitch": float(rng.normal(0, 8)), "roll": float(roll)}
 
 
@@ -382,7 +385,8 @@ def build_skeleton(pose: dict, body: Proportions) -> Skeleton3D:
         flexion = _rotation_towards(-up_t, fwd_t, angles["shoulder_flex"])
         arm = _rotation_towards(flexion @ -up_t, outward, angles["shoulder_abd"]) @ flexion
         upper, front = _unit(arm @ -up_t), _unit(arm @ fwd_t)
-        medial = -outward - np.dot(-outward, upper) * upper  # internal rotation turns the front inwards
+        # Internal (positive) rotation of the upper arm turns its front inwards.
+        medial = -outward - np.dot(-outward, upper) * upper
         bend = _unit(_rotate_towards(front, medial, angles["humeral_twist"]))
         fore = _unit(_rotate_towards(upper, bend, angles["elbow"]))
         p[f"{side}_shoulder"] = shoulder
@@ -494,19 +498,162 @@ def draw_capsule(image, p0, p1, radius, rgb, light, banded=False, id_map=None, p
                      band, cv2.LINE_AA, _SHIFT)  # fmt: skip
 
 
-def _ellipse_args(centre, half_axes, angle_deg):
-    return (_fixed(centre), (int(round(half_axes[0] * _ONE)), int(round(half_axes[1] * _ONE))),
-            float(angle_deg), 0, 360)  # fmt: skip
-
-
 def _fill_ellipse(targets, centre, half_axes, angle_deg):
     """Fill one ellipse into each (raster, value, line_type) of `targets`."""
-    args = _ellipse_args(centre, half_axes, angle_deg)
+    args = (_fixed(centre), (int(round(half_axes[0] * _ONE)), int(round(half_axes[1] * _ONE))),
+            float(angle_deg), 0, 360)  # fmt: skip
     for raster, value, line_type in targets:
         cv2.ellipse(raster, *args, value, -1, line_type, _SHIFT)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class _Canvas:
+    """Where a figure is drawn: RGB image, part-id map, own silhouette, its id base, the light."""
+
+    image: np.ndarray
+    id_map: np.ndarray
+    silhouette: np.ndarray
+    id_base: int
+    light: np.ndarray
+
+    def targets(self, part: str) -> list:
+        """The (raster, value, line type) of the id map and the silhouette for `part`."""
+        return [(self.id_map, self.id_base + PART_ID[part], cv2.LINE_8),
+                (self.silhouette, 1, cv2.LINE_8)]  # fmt: skip
+
+
+# Drawable parts. Each is built in body units (the standing height is 1), knows its reach (points
+# bounding what it paints), converts itself to pixels and draws itself into a _Canvas.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Capsule:
+    part: str
+    depth: float
+    p0: np.ndarray
+    p1: np.ndarray
+    radius: float
+    rgb: tuple
+    banded: bool = False
+
+    def reach(self) -> np.ndarray:
+        return np.array([self.p0 - self.radius, self.p0 + self.radius,
+                         self.p1 - self.radius, self.p1 + self.radius])  # fmt: skip
+
+    def to_pixels(self, offset, scale):
+        return dataclasses.replace(self, p0=offset + scale * self.p0, p1=offset + scale * self.p1,
+                                   radius=scale * self.radius)  # fmt: skip
+
+    def draw(self, canvas: _Canvas):
+        draw_capsule(canvas.image, self.p0, self.p1, self.radius, self.rgb, canvas.light,
+                     self.banded, canvas.id_map, canvas.id_base + PART_ID[self.part],
+                     canvas.silhouette)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class _Torso:
+    """The convex hull of the chest-to-hips box, with round shoulders and a belt."""
+
+    depth: float
+    hull: np.ndarray  # [N, 2]
+    shirt: tuple
+    shoulders: _Capsule
+    belt: _Capsule
+
+    def reach(self) -> np.ndarray:
+        return np.concatenate([self.hull, self.shoulders.reach(), self.belt.reach()])
+
+    def to_pixels(self, offset, scale):
+        return dataclasses.replace(self, hull=offset + scale * self.hull,
+                                   shoulders=self.shoulders.to_pixels(offset, scale),
+                                   belt=self.belt.to_pixels(offset, scale))  # fmt: skip
+
+    def draw(self, canvas: _Canvas):
+        points = np.round(self.hull * _ONE).astype(np.int32)
+        for raster, value, line_type in canvas.targets("torso"):
+            cv2.fillConvexPoly(raster, points, value, line_type, _SHIFT)
+        cv2.fillConvexPoly(canvas.image, points, _scaled(self.shirt, 0.7), cv2.LINE_AA, _SHIFT)
+        centre = self.hull.mean(axis=0)
+        size = float(np.max(np.ptp(self.hull, axis=0)))
+        inner = centre + (self.hull - centre) * 0.78 + canvas.light * 0.06 * size
+        cv2.fillConvexPoly(canvas.image, np.round(inner * _ONE).astype(np.int32), self.shirt,
+                           cv2.LINE_AA, _SHIFT)  # fmt: skip
+        self.shoulders.draw(canvas)
+        self.belt.draw(canvas)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FaceFeature:
+    name: str  # a key of _FACE_FEATURES
+    point: np.ndarray
+    size: float
+
+
+@dataclasses.dataclass(frozen=True)
+class _Head:
+    """An ellipse along the projected up axis; hair offset to the back and top; painted face
+    features (eyes, nose) and ears in their side's colour."""
+
+    depth: float
+    centre: np.ndarray
+    half_axes: np.ndarray
+    angle_deg: float
+    hair_centre: np.ndarray
+    facing_camera: bool
+    features: tuple  # of _FaceFeature, only those painted
+    look: Appearance
+
+    def reach(self) -> np.ndarray:
+        half = self.half_axes.max() * 1.02
+        return np.array([self.centre - half, self.centre + half,
+                         self.hair_centre - half, self.hair_centre + half])  # fmt: skip
+
+    def to_pixels(self, offset, scale):
+        features = tuple(dataclasses.replace(f, point=offset + scale * f.point, size=scale * f.size)
+                         for f in self.features)  # fmt: skip
+        return dataclasses.replace(self, centre=offset + scale * self.centre,
+                                   half_axes=scale * self.half_axes,
+                                   hair_centre=offset + scale * self.hair_centre, features=features)
+
+    def draw(self, canvas: _Canvas):
+        look, head = self.look, canvas.targets("head")
+        face = lambda: _fill_ellipse([(canvas.image, look.skin, cv2.LINE_AA)] + head, self.centre,
+                                     self.half_axes, self.angle_deg)  # fmt: skip
+        hair = lambda: _fill_ellipse([(canvas.image, look.hair, cv2.LINE_AA)] + head,
+                                     self.hair_centre, self.half_axes * 0.97, self.angle_deg)
+        ears = [f for f in self.features if f.name.endswith("_ear")]
+        if self.facing_camera:  # hair behind the face, ears over the head's sides
+            hair()
+            face()
+            for ear in ears:
+                self._draw_ear(canvas, ear)
+        else:  # seen from behind: ears under the head, hair over the face
+            for ear in ears:
+                self._draw_ear(canvas, ear)
+            face()
+            hair()
+        for feature in self.features:  # eyes and nose, painted only when facing the camera
+            if feature.name.endswith("_ear"):
+                continue
+            if feature.name == "nose":  # part of the head's outline in profile
+                _fill_ellipse([(canvas.image, _scaled(look.skin, 0.72), cv2.LINE_AA)] + head,
+                              feature.point, (feature.size, feature.size * 0.8), self.angle_deg)
+            elif feature.size >= 1.6:  # an eye: white with a dark iris when there is room
+                _fill_ellipse([(canvas.image, (235, 235, 230), cv2.LINE_AA)], feature.point,
+                              (feature.size, feature.size * 0.7), self.angle_deg)  # fmt: skip
+                _fill_ellipse([(canvas.image, look.eye, cv2.LINE_AA)], feature.point,
+                              (feature.size * 0.55,) * 2, 0)  # fmt: skip
+            else:  # a small eye: a dark dot
+                _fill_ellipse([(canvas.image, look.eye, cv2.LINE_AA)], feature.point,
+                              (feature.size,) * 2, 0)  # fmt: skip
+
+    def _draw_ear(self, canvas: _Canvas, ear: _FaceFeature):
+        colour = self.look.l_arm if ear.name == "l_ear" else self.look.r_arm
+        targets = [(canvas.image, _scaled(colour, 0.85), cv2.LINE_AA)] + canvas.targets(ear.name)
+        _fill_ellipse(targets, ear.point, (ear.size * 0.75, ear.size), 0)
+
+
+@dataclasses.dataclass(frozen=True)
 class Figure:
     """One posed, projected, coloured person, ready to draw.
 
@@ -517,6 +664,7 @@ class Figure:
         extent: (x0, y0, x1, y1), the whole silhouette's extent in pixels, not clipped.
         head_box: (x0, y0, x1, y1), a square around the projected head, not clipped.
         height_px: standing height in pixels.
+        parts: the drawable parts (capsules, torso, head) in pixels.
     """
 
     keypoints: dict
@@ -525,99 +673,47 @@ class Figure:
     extent: tuple
     head_box: tuple
     height_px: float
-    _primitives: list
-    _appearance: Appearance
+    parts: tuple
 
     def draw(self, image, id_map, silhouette, id_base, light):
-        """Paint the figure, far parts first, into the RGB `image`, the part-id map (value
-        `id_base + PART_ID[part]`) and the figure's own `silhouette` mask (value 1)."""
-        for depth, part, kind, geometry in sorted(self._primitives, key=lambda item: -item[0]):
-            part_id = int(id_base) + PART_ID[part]
-            if kind == "capsule":
-                p0, p1, radius, rgb, banded = geometry
-                draw_capsule(image, p0, p1, radius, rgb, light, banded, id_map, part_id, silhouette)
-            elif kind == "polygon":
-                self._draw_torso(image, id_map, silhouette, part_id, geometry, light)
-            else:
-                self._draw_head(image, id_map, silhouette, id_base, geometry)
+        """Paint the figure, far parts first.
 
-    def _draw_torso(self, image, id_map, silhouette, part_id, geometry, light):
-        hull, shoulders, shoulder_radius, hips, hip_radius = geometry
-        points = np.round(hull * _ONE).astype(np.int32)
-        cv2.fillConvexPoly(id_map, points, part_id, cv2.LINE_8, _SHIFT)
-        cv2.fillConvexPoly(silhouette, points, 1, cv2.LINE_8, _SHIFT)
-        shirt = self._appearance.shirt
-        cv2.fillConvexPoly(image, points, _scaled(shirt, 0.7), cv2.LINE_AA, _SHIFT)
-        centre = hull.mean(axis=0)
-        size = float(np.max(np.ptp(hull, axis=0)))
-        inner = centre + (hull - centre) * 0.78 + np.asarray(light) * 0.06 * size
-        cv2.fillConvexPoly(image, np.round(inner * _ONE).astype(np.int32), shirt, cv2.LINE_AA,
-                           _SHIFT)  # fmt: skip
-        # Round shoulders and a belt line over the hips.
-        draw_capsule(image, *shoulders, shoulder_radius, shirt, light, False, id_map, part_id,
-                     silhouette)  # fmt: skip
-        draw_capsule(image, *hips, hip_radius, _scaled(shirt, 0.45), light, False, id_map,
-                     part_id, silhouette)  # fmt: skip
-
-    def _draw_head(self, image, id_map, silhouette, id_base, geometry):
-        centre, half_axes, angle, hair_centre, facing_camera, features = geometry
-        look = self._appearance
-        head_targets = [(id_map, id_base + PART_ID["head"], cv2.LINE_8), (silhouette, 1, cv2.LINE_8)]
-        face = lambda: _fill_ellipse([(image, look.skin, cv2.LINE_AA)] + head_targets, centre,
-                                     half_axes, angle)  # fmt: skip
-        hair = lambda: _fill_ellipse([(image, look.hair, cv2.LINE_AA)] + head_targets,
-                                     hair_centre, half_axes * 0.97, angle)  # fmt: skip
-        ears = [f for f in features if f[0].endswith("_ear")]
-        for name, point, size, _ in ears:  # ears seen from behind the head go under it
-            if not facing_camera:
-                self._draw_ear(image, id_map, silhouette, id_base, name, point, size)
-        (hair() if facing_camera else face())
-        (face() if facing_camera else hair())
-        for name, point, size, _ in features:
-            if name.endswith("_ear"):
-                if facing_camera:
-                    self._draw_ear(image, id_map, silhouette, id_base, name, point, size)
-            elif name == "nose":
-                _fill_ellipse([(image, _scaled(look.skin, 0.72), cv2.LINE_AA)], point,
-                              (size, size * 0.8), angle)  # fmt: skip
-            else:  # an eye: white with a dark iris when there is room, else a dark dot
-                if size >= 1.6:
-                    _fill_ellipse([(image, (235, 235, 230), cv2.LINE_AA)], point,
-                                  (size, size * 0.7), angle)  # fmt: skip
-                    _fill_ellipse([(image, look.eye, cv2.LINE_AA)], point,
-                                  (size * 0.55, size * 0.55), 0)  # fmt: skip
-                else:
-                    _fill_ellipse([(image, look.eye, cv2.LINE_AA)], point, (size, size), 0)
-
-    def _draw_ear(self, image, id_map, silhouette, id_base, name, point, size):
-        colour = self._appearance.l_arm if name == "l_ear" else self._appearance.r_arm
-        _fill_ellipse([(image, _scaled(colour, 0.85), cv2.LINE_AA),
-                       (id_map, id_base + PART_ID[name], cv2.LINE_8), (silhouette, 1, cv2.LINE_8)],
-                      point, (size * 0.75, size), 0)  # fmt: skip
+        Args:
+            image: RGB uint8 [H, W, 3], painted in place.
+            id_map: uint16 [H, W]; pixels of part `name` get `id_base + PART_ID[name]`.
+            silhouette: uint8 [H, W]; the figure's pixels get 1.
+            id_base: the figure's base id in `id_map`.
+            light: unit 2D direction towards the light (image coordinates).
+        """
+        canvas = _Canvas(image, id_map, silhouette, int(id_base), np.asarray(light, float))
+        for part in sorted(self.parts, key=lambda part: -part.depth):
+            part.draw(canvas)
 
 
-def make_figure(rng: np.random.Generator, height_px: float, centre_xy) -> Figure:
+def make_figure(rng: np.random.Generator, height_px: float, centre_xy, pose=None) -> Figure:
     """Sample a pose, body and clothes; place the figure's silhouette extent centre at `centre_xy`.
 
     Args:
         rng: the generator to draw from.
         height_px: standing height in pixels.
         centre_xy: (x, y) pixels where the centre of the figure's 2D extent goes.
+        pose: optional pose in the layout of `sample_pose`'s result (sampled when None).
     """
-    pose = sample_pose(rng)
+    pose = sample_pose(rng) if pose is None else pose
     body = sample_proportions(rng)
     look = sample_appearance(rng)
     skeleton = build_skeleton(pose, body)
     rotation = view_rotation(pose["yaw"], pose["pitch"], pose["roll"])
     camera = {name: rotation @ point for name, point in skeleton.points.items()}
+    flat = {name: point[:2] for name, point in camera.items()}
     left_h, up_h, fwd_h = (rotation @ axis for axis in skeleton.head_axes)
 
-    # Build primitives in body units first, then scale and shift once the extent is known.
-    primitives = []  # (depth, part, kind, geometry in body units)
-    limb_bias = 0.04  # limbs at the torso's depth go on top of it
+    # Painter's order: larger depth first. Limbs at the torso's depth go on top of it, and the
+    # head on top of the limbs beside it.
+    limb_bias, head_bias = 0.04, 0.05
+    parts = []
     for side in ("l", "r"):
         arm, leg = (look.l_arm, look.l_leg) if side == "l" else (look.r_arm, look.r_leg)
-        banded = side == "r"
         segments = (
             ("upper_arm", "shoulder", "elbow", body.upper_arm_radius, arm),
             ("forearm", "elbow", "wrist", body.forearm_radius, _scaled(arm, 0.92, 12)),
@@ -627,82 +723,50 @@ def make_figure(rng: np.random.Generator, height_px: float, centre_xy) -> Figure
             ("foot", "heel", "toe", body.foot_radius, _scaled(leg, 0.6)),
         )
         for part, a, b, radius, colour in segments:
-            p0, p1 = camera[f"{side}_{a}"], camera[f"{side}_{b}"]
-            depth = 0.5 * (p0[2] + p1[2]) - limb_bias
-            primitives.append([depth, f"{side}_{part}", "capsule", [p0[:2], p1[:2], radius, colour,
-                                                                   banded]])  # fmt: skip
-    torso_corners = np.array([camera[f"torso_{i}"] for i in range(8)])
-    hull = cv2.convexHull(torso_corners[:, :2].astype(np.float32)).reshape(-1, 2).astype(float)
-    torso = [hull, [camera["l_shoulder"][:2], camera["r_shoulder"][:2]], body.upper_arm_radius * 1.15,
-             [camera["l_hip"][:2], camera["r_hip"][:2]], body.thigh_radius * 0.6]
-    primitives.append([float(torso_corners[:, 2].mean()), "torso", "polygon", torso])
-    neck_top = camera["upper_neck"]
-    primitives.append([0.5 * (camera["neck_base"][2] + neck_top[2]) - 0.01, "neck", "capsule",
-                       [camera["neck_base"][:2], neck_top[:2], body.neck_radius,
-                        _scaled(look.skin, 0.85), False]])  # fmt: skip
+            a, b = f"{side}_{a}", f"{side}_{b}"
+            depth = 0.5 * (camera[a][2] + camera[b][2]) - limb_bias
+            parts.append(_Capsule(f"{side}_{part}", depth, flat[a], flat[b], radius, colour,
+                                  banded=side == "r"))  # fmt: skip
+    corners = np.array([camera[f"torso_{i}"] for i in range(8)])
+    hull = cv2.convexHull(corners[:, :2].astype(np.float32)).reshape(-1, 2).astype(float)
+    torso_depth = float(corners[:, 2].mean())
+    parts.append(_Torso(
+        torso_depth, hull, look.shirt,
+        shoulders=_Capsule("torso", torso_depth, flat["l_shoulder"], flat["r_shoulder"],
+                           body.upper_arm_radius * 1.15, look.shirt),
+        belt=_Capsule("torso", torso_depth, flat["l_hip"], flat["r_hip"], body.thigh_radius * 0.6,
+                      _scaled(look.shirt, 0.45)),
+    ))  # fmt: skip
+    parts.append(_Capsule("neck", 0.5 * (camera["neck_base"][2] + camera["upper_neck"][2]) - 0.01,
+                          flat["neck_base"], flat["upper_neck"], body.neck_radius,
+                          _scaled(look.skin, 0.85)))  # fmt: skip
 
-    # Head: an ellipse oriented along the projected up axis, hair offset to the back and top.
-    facing = {}
+    facing = {}  # > 0: the feature's surface faces the camera
     for name, (l, u, f) in _FACE_FEATURES.items():
-        normal = _unit(l * left_h + u * up_h + f * fwd_h)
-        facing[name] = -normal[2]  # > 0: the feature's surface faces the camera
-    angle = math.degrees(math.atan2(up_h[0], -up_h[1]))
+        facing[name] = -_unit(l * left_h + u * up_h + f * fwd_h)[2]
+    sizes = {"nose": 0.18, "l_ear": 0.26, "r_ear": 0.26, "l_eye": 0.17, "r_eye": 0.17}
+    features = tuple(_FaceFeature(name, flat[name], sizes[name] * body.head_half_width)
+                     for name in _FACE_FEATURES if facing[name] > _DRAW_FACING[name])  # fmt: skip
     head_axes = np.array([max(body.head_half_width, body.head_half_depth), body.head_half_height])
     hair_offset = -fwd_h[:2] * 0.3 * body.head_half_depth + up_h[:2] * 0.18 * body.head_half_height
-    features = []
-    for name in _FACE_FEATURES:
-        if facing[name] > _DRAW_FACING[name]:
-            size = {"nose": 0.18, "l_ear": 0.26, "r_ear": 0.26}.get(name, 0.17) * body.head_half_width
-            features.append([name, camera[name][:2], size, facing[name]])
-    head_centre = camera["head_centre"]
-    primitives.append([head_centre[2] - 0.05, "head", "head",
-                       [head_centre[:2], head_axes, angle, head_centre[:2] + hair_offset,
-                        bool(fwd_h[2] < 0), features]])  # fmt: skip
+    head = _Head(camera["head_centre"][2] - head_bias, flat["head_centre"], head_axes,
+                 math.degrees(math.atan2(up_h[0], -up_h[1])), flat["head_centre"] + hair_offset,
+                 bool(fwd_h[2] < 0), features, look)  # fmt: skip
+    parts.append(head)
 
-    # Extent in body units: every primitive's reach.
-    capsules = [g[:3] for _, _, kind, g in primitives if kind == "capsule"]
-    capsules += [(*torso[1], torso[2]), (*torso[3], torso[4])]  # the torso's round parts
-    reach = [hull]
-    for (p0, p1), radius in ((c[:2], c[2]) for c in capsules):
-        reach.append(np.array([p0 - radius, p0 + radius, p1 - radius, p1 + radius]))
-    head_reach = head_axes.max() * 1.02
-    reach.append(np.array([head_centre[:2] - head_reach, head_centre[:2] + head_reach,
-                           head_centre[:2] + hair_offset - head_reach,
-                           head_centre[:2] + hair_offset + head_reach]))  # fmt: skip
-    reach = np.concatenate(reach)
+    # Scale to pixels and put the centre of the extent (every part's reach) at centre_xy.
+    reach = np.concatenate([part.reach() for part in parts])
     low, high = reach.min(axis=0), reach.max(axis=0)
     offset = np.asarray(centre_xy, float) - height_px * 0.5 * (low + high)
-
     to_px = lambda point: offset + height_px * np.asarray(point[:2], float)
-    for primitive in primitives:
-        kind, geometry = primitive[2], primitive[3]
-        if kind == "capsule":
-            geometry[0], geometry[1] = to_px(geometry[0]), to_px(geometry[1])
-            geometry[2] = geometry[2] * height_px
-        elif kind == "polygon":
-            geometry[0] = offset + height_px * geometry[0]
-            geometry[1] = [to_px(point) for point in geometry[1]]
-            geometry[2] = geometry[2] * height_px
-            geometry[3] = [to_px(point) for point in geometry[3]]
-            geometry[4] = geometry[4] * height_px
-        else:
-            geometry[0] = to_px(geometry[0])
-            geometry[1] = geometry[1] * height_px
-            geometry[3] = to_px(geometry[3])
-            for feature in geometry[5]:
-                feature[1] = to_px(feature[1])
-                feature[2] = feature[2] * height_px
-    keypoints = {name: to_px(camera[name]) for name in FIGURE_KEYPOINTS}
-    labelled = {name: facing.get(name, 1.0) > _LABEL_FACING.get(name, -1.0) for name in FIGURE_KEYPOINTS}
-    painted = {name: facing.get(name, 1.0) > _DRAW_FACING.get(name, -1.0) for name in FIGURE_KEYPOINTS}
-    head_px, half = to_px(head_centre), head_reach * height_px
+    head_centre, head_half = to_px(flat["head_centre"]), head_axes.max() * 1.02 * height_px
     return Figure(
-        keypoints=keypoints,
-        labelled=labelled,
-        painted=painted,
-        extent=tuple(float(v) for v in (*to_px(low), *to_px(high))),
-        head_box=(head_px[0] - half, head_px[1] - half, head_px[0] + half, head_px[1] + half),
+        keypoints={name: to_px(flat[name]) for name in FIGURE_KEYPOINTS},
+        labelled={n: facing.get(n, 1.0) > _LABEL_FACING.get(n, -1.0) for n in FIGURE_KEYPOINTS},
+        painted={n: facing.get(n, 1.0) > _DRAW_FACING.get(n, -1.0) for n in FIGURE_KEYPOINTS},
+        # One pixel of margin covers the rasterisation of the outermost strokes.
+        extent=tuple(float(v) for v in (*(to_px(low) - 1.0), *(to_px(high) + 1.0))),
+        head_box=tuple(float(v) for v in (*(head_centre - head_half), *(head_centre + head_half))),
         height_px=float(height_px),
-        _primitives=primitives,
-        _appearance=look,
+        parts=tuple(part.to_pixels(offset, height_px) for part in parts),
     )

@@ -10,10 +10,9 @@ from skelpose_tf.models import hrnet_blocks as blocks
 from skelpose_tf.models.image_normalization import ImageNormalization
 from skelpose_tf.models.skeletal_attention import SkeletalAttention
 
-# Official HRNet stage layout: (modules, branches) of stages 2-4; 4 BASIC blocks per branch.
-STAGE_MODULES = {2: 1, 3: 4, 4: 3}
+# Official HRNet layout: modules of stages 2, 3, 4; BASIC blocks per branch; stage-1 bottlenecks.
+STAGE_MODULES = (1, 4, 3)
 BLOCKS_PER_BRANCH = 4
-STAGE1_BLOCKS = 4
 STEM_CHANNELS = 64
 INPUT_MULTIPLE = 32
 HEATMAP_STRIDE = 4
@@ -51,6 +50,10 @@ class PoseHRNet(keras.Model):
         keypoint_set: "coco", "mpii", a JSON path, a `KeypointSet` or its config dict.
         skeletal_attention: False builds the plain HRNet baseline (no skeletal output).
         dtype: dtype policy for every layer (None: the global policy). Outputs are float32.
+        stage_modules: modules of stages 2, 3 and 4 (official: (1, 4, 3)). Smaller values make
+            a shallower network with the same structure (fast tests, small demos).
+        blocks_per_branch: BASIC blocks per branch in every module (official: 4); also the
+            number of stage-1 bottlenecks.
         **kwargs: `name`, `trainable`.
 
     Call arguments:
@@ -69,7 +72,8 @@ class PoseHRNet(keras.Model):
     """
 
     def __init__(self, width=32, input_size=(256, 192), keypoint_set="coco",
-                 skeletal_attention=True, dtype=None, **kwargs):
+                 skeletal_attention=True, dtype=None, stage_modules=STAGE_MODULES,
+                 blocks_per_branch=BLOCKS_PER_BRANCH, **kwargs):
         if int(width) != width or width <= 0:
             raise ValueError(f"width must be a positive integer. Received: width={width}")
         width = int(width)
@@ -80,6 +84,11 @@ class PoseHRNet(keras.Model):
                 f"skeletal_attention needs skeletal links, but keypoint set {keypoints.name!r} "
                 "defines none. Received: skeletal_attention=True"
             )
+        stage_modules = tuple(int(m) for m in stage_modules)
+        if len(stage_modules) != 3 or min(stage_modules) < 1 or blocks_per_branch < 1:
+            raise ValueError(
+                "stage_modules must be 3 positive counts and blocks_per_branch positive. "
+                f"Received: stage_modules={stage_modules}, blocks_per_branch={blocks_per_branch}")
         kwargs.setdefault("name", f"pose_hrnet_w{width}")
 
         # === Functional Model ===
@@ -87,17 +96,17 @@ class PoseHRNet(keras.Model):
         x = ImageNormalization(name="image_normalization", dtype=dtype)(images)
         x = blocks.conv_bn(x, STEM_CHANNELS, 3, 2, "stem_conv1", dtype)
         x = blocks.conv_bn(x, STEM_CHANNELS, 3, 2, "stem_conv2", dtype)
-        for b in range(STAGE1_BLOCKS):
+        for b in range(blocks_per_branch):
             x = blocks.bottleneck_block(x, STEM_CHANNELS, f"stage1_block{b}", dtype)
         branches = [x]
         outputs = {}
-        for stage, num_modules in STAGE_MODULES.items():
+        for stage, num_modules in enumerate(stage_modules, start=2):
             channels = [width * 2**i for i in range(stage)]
             branches = blocks.transition(branches, channels, f"transition{stage - 1}", dtype)
             for m in range(num_modules):
-                last = stage == max(STAGE_MODULES) and m == num_modules - 1
+                last = stage == 4 and m == num_modules - 1
                 branches = blocks.hr_module(
-                    branches, BLOCKS_PER_BRANCH, f"stage{stage}_module{m}",
+                    branches, blocks_per_branch, f"stage{stage}_module{m}",
                     multi_scale_output=not last, dtype=dtype,
                 )
             if stage == 3 and skeletal_attention:
@@ -125,6 +134,8 @@ class PoseHRNet(keras.Model):
         self.keypoint_set = keypoints
         self.skeletal_attention = bool(skeletal_attention)
         self.dtype_argument = dtype
+        self.stage_modules = stage_modules
+        self.blocks_per_branch = int(blocks_per_branch)
 
     @property
     def heatmap_size(self):
@@ -141,6 +152,8 @@ class PoseHRNet(keras.Model):
             "input_size": list(self.input_size),
             "keypoint_set": keypoint_set.name if is_builtin else keypoint_set.to_config(),
             "skeletal_attention": self.skeletal_attention,
+            "stage_modules": list(self.stage_modules),
+            "blocks_per_branch": self.blocks_per_branch,
             "dtype": (
                 self.dtype_argument
                 if self.dtype_argument is None or isinstance(self.dtype_argument, str)
@@ -154,7 +167,8 @@ class PoseHRNet(keras.Model):
 
 
 def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
-                     skeletal_attention=True, dtype=None, name=None):
+                     skeletal_attention=True, dtype=None, name=None,
+                     stage_modules=STAGE_MODULES, blocks_per_branch=BLOCKS_PER_BRANCH):
     """Build the skeletal-heatmap pose model (see `PoseHRNet` for arguments and outputs).
 
     Example:
@@ -167,4 +181,5 @@ def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
     """
     kwargs = {} if name is None else {"name": name}
     return PoseHRNet(width=width, input_size=input_size, keypoint_set=keypoint_set,
-                     skeletal_attention=skeletal_attention, dtype=dtype, **kwargs)
+                     skeletal_attention=skeletal_attention, dtype=dtype,
+                     stage_modules=stage_modules, blocks_per_branch=blocks_per_branch, **kwargs)

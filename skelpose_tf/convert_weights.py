@@ -1,0 +1,572 @@
+"""Import published HRNet PyTorch checkpoints (pose or ImageNet) into the Keras pose model.
+
+```
+python -m skelpose_tf.convert_weights --checkpoint pose_hrnet_w32_256x192.pth \\
+    --out pose_hrnet_w32_coco.weights.h5 [--width 32] [--keypoint_set coco]
+    [--allow_missing] [--allow_unused] [--checkpoint_kind auto|pose|imagenet] [--reader auto]
+```
+
+Two kinds of checkpoint are recognised by their tensor names:
+- **pose** (`pose_hrnet_w32_256x192.pth`, ...): maps onto the whole baseline model, head
+  (`final_layer` -> `keypoint_head`) included. Every tensor must be accounted for: a tensor of
+  the checkpoint that maps nowhere is *unused*, a model weight that the checkpoint lacks is
+  *missing*; either fails the import unless `allow_unused` / `allow_missing` is given.
+- **imagenet** (`hrnet_w32-36af842e.pth`, `hrnet_w48-8ef0771d.pth`): maps onto the backbone
+  (stem, stage 1, transitions, stages 2-4). Its classification parts are ignored by name and
+  listed: `incre_modules.*`, `downsamp_modules.*`, `final_layer.*` (here a 1x1 conv + BN to
+  2048 channels), `classifier.*`, and the fuse layers of the last stage-4 module that produce
+  branches 1-3 (classification keeps all four resolutions; the pose model only branch 0).
+  The keypoint head keeps its own initialisation.
+
+The skeletal attention module (`skeletal_attention` Keras layer, here called
+`skeletal_attention.weight` `[S, C, 1, 1]` / `.bias` `[S]` in PyTorch naming) keeps its own
+initialisation when the checkpoint has no such tensors; published checkpoints never do.
+
+Layouts: conv kernels `[out, in, kh, kw]` (PyTorch) <-> `[kh, kw, in, out]` (Keras); BatchNorm
+`weight, bias, running_mean, running_var` <-> `gamma, beta, moving_mean, moving_variance`
+(`num_batches_tracked` carries nothing and is skipped). Keras layer names follow the official
+module paths (table in `skelpose_tf/models/hrnet_blocks.py`); `torch_module_path` holds the rules.
+
+The converted file is the Keras `.weights.h5` of the baseline model
+`build_pose_model(width, ..., keypoint_set, skeletal_attention=False)`: `model.load_weights`
+reads it directly into that model. Its root attributes record the width, keypoint set, kind and
+source, so that `load_backbone_weights` can also load it into the skeletal model, by name.
+
+Example:
+```python
+from skelpose_tf.convert_weights import load_backbone_weights
+model = build_pose_model(32, (256, 192), "coco")            # skeletal model
+report = load_backbone_weights(model, "hrnet_w32-36af842e.pth")
+print(report.summary())
+```
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from skelpose_tf.torch_checkpoint import READERS, read_state_dict  # noqa: E402
+
+CHECKPOINT_KINDS = ("auto", "pose", "imagenet")
+CONVERTED_FORMAT = "skelpose_tf.converted_hrnet_checkpoint"
+CONVERTED_FORMAT_VERSION = 1
+# Any multiple of 32 works: weights do not depend on the input size.
+CONVERSION_INPUT_SIZE = (64, 64)
+
+HEAD_LAYER = "keypoint_head"
+HEAD_MODULE = "final_layer"
+SKELETAL_LAYER = "skeletal_attention"
+WIDTH_TENSOR = "transition1.0.0.weight"  # [C, 256, 3, 3]: first conv of branch 0
+IMAGENET_ONLY_PREFIXES = ("incre_modules.", "downsamp_modules.", "classifier.")
+
+# Keras variable name -> PyTorch parameter / buffer name.
+VARIABLE_NAMES = {
+    "kernel": "weight",
+    "bias": "bias",
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
+
+# (Keras layer name pattern, PyTorch module path template), tried in order (full matches).
+_LAYER_RULES = [(re.compile(pattern), template) for pattern, template in (
+    (r"stem_conv(\d)_conv", r"conv\1"),
+    (r"stem_conv(\d)_bn", r"bn\1"),
+    (r"stage1_block(\d+)_downsample_conv", r"layer1.\1.downsample.0"),
+    (r"stage1_block(\d+)_downsample_bn", r"layer1.\1.downsample.1"),
+    (r"stage1_block(\d+)_(conv|bn)(\d)", r"layer1.\1.\2\3"),
+    (r"stage(\d)_module(\d+)_branch(\d+)_block(\d+)_(conv|bn)(\d)",
+     r"stage\1.\2.branches.\3.\4.\5\6"),
+    (r"stage(\d)_module(\d+)_fuse(\d+)_from(\d+)_down(\d+)_conv",
+     r"stage\1.\2.fuse_layers.\3.\4.\5.0"),
+    (r"stage(\d)_module(\d+)_fuse(\d+)_from(\d+)_down(\d+)_bn",
+     r"stage\1.\2.fuse_layers.\3.\4.\5.1"),
+    (r"stage(\d)_module(\d+)_fuse(\d+)_from(\d+)_conv", r"stage\1.\2.fuse_layers.\3.\4.0"),
+    (r"stage(\d)_module(\d+)_fuse(\d+)_from(\d+)_bn", r"stage\1.\2.fuse_layers.\3.\4.1"),
+    (HEAD_LAYER, HEAD_MODULE),
+    (SKELETAL_LAYER, SKELETAL_LAYER),
+)]
+_TRANSITION_RULE = re.compile(r"transition(\d)_branch(\d+)_(conv|bn)")
+
+
+def torch_module_path(layer_name):
+    """Official PyTorch module path of a Keras layer with weights, or None if it has none.
+
+    Transition `t` turns the `t` branches of stage `t` into the `t + 1` of stage `t + 1`: an
+    existing branch `i < t` is `transition{t}.{i}` = Sequential(conv, BN, ReLU); the new branch
+    `i == t` is `transition{t}.{t}.0` (a Sequential of one such Sequential).
+
+    Example:
+    ```python
+    torch_module_path("stage3_module2_fuse2_from0_down1_bn")  # "stage3.2.fuse_layers.2.0.1.1"
+    torch_module_path("transition2_branch2_conv")             # "transition2.2.0.0"
+    ```
+    """
+    match = _TRANSITION_RULE.fullmatch(layer_name)
+    if match:
+        stage, branch, kind = int(match[1]), int(match[2]), match[3]
+        new_branch = ".0" if branch == stage else ""
+        return f"transition{stage}.{branch}{new_branch}.{0 if kind == 'conv' else 1}"
+    for pattern, template in _LAYER_RULES:
+        match = pattern.fullmatch(layer_name)
+        if match:
+            return match.expand(template)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Binding:
+    """One Keras variable and the PyTorch tensor name it corresponds to."""
+
+    torch_name: str
+    layer_name: str
+    variable: object
+
+    @property
+    def is_kernel(self):
+        return len(self.variable.shape) == 4
+
+    def keras_value(self, torch_value):
+        """PyTorch-layout array -> Keras layout (`[out, in, kh, kw]` -> `[kh, kw, in, out]`)."""
+        value = np.asarray(torch_value)
+        return value.transpose(2, 3, 1, 0) if self.is_kernel else value
+
+    def torch_value(self):
+        """The variable's value in PyTorch layout."""
+        value = np.asarray(self.variable.numpy())
+        return value.transpose(3, 2, 0, 1) if self.is_kernel else value
+
+    def torch_shape(self):
+        shape = tuple(self.variable.shape)
+        return (shape[3], shape[2], shape[0], shape[1]) if self.is_kernel else shape
+
+
+def _bindings(model):
+    """Every weight of `model` with its PyTorch name, in model order.
+
+    Raises:
+        ValueError: a layer with weights has a name outside the mapping table.
+    """
+    bindings = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        module = torch_module_path(layer.name)
+        if module is None:
+            raise ValueError(f"Layer {layer.name!r} has weights but no PyTorch counterpart in "
+                             "the mapping table of skelpose_tf.convert_weights")
+        for variable in layer.weights:
+            if variable.name not in VARIABLE_NAMES:
+                raise ValueError(f"Variable {variable.path!r} has no PyTorch counterpart")
+            bindings.append(_Binding(f"{module}.{VARIABLE_NAMES[variable.name]}", layer.name,
+                                     variable))
+    return bindings
+
+
+def model_to_state_dict(model, include_num_batches_tracked=True):
+    """The model's weights as a PyTorch-style state dict (the reverse mapping).
+
+    Args:
+        model: a `PoseHRNet` (or any model whose weighted layers follow the naming table).
+        include_num_batches_tracked: add `<bn>.num_batches_tracked` int64 scalars (0), which
+            `torch.nn.Module.load_state_dict(strict=True)` expects.
+
+    Returns:
+        Dict name -> numpy array in PyTorch layouts (conv weights `[out, in, kh, kw]`).
+    """
+    state = {}
+    for binding in _bindings(model):
+        state[binding.torch_name] = binding.torch_value()
+        if include_num_batches_tracked and binding.torch_name.endswith(".running_var"):
+            prefix = binding.torch_name[: -len("running_var")]
+            state[prefix + "num_batches_tracked"] = np.zeros((), np.int64)
+    return state
+
+
+def detect_checkpoint_kind(state_dict):
+    """"imagenet" when classification-only tensors are present, else "pose"."""
+    if any(name.startswith(IMAGENET_ONLY_PREFIXES) for name in state_dict):
+        return "imagenet"
+    return "pose"
+
+
+def checkpoint_width(state_dict, source="checkpoint"):
+    """HRNet width C of a state dict, read from `transition1.0.0.weight` `[C, 256, 3, 3]`."""
+    if WIDTH_TENSOR not in state_dict:
+        raise ValueError(f"{source}: {WIDTH_TENSOR} is missing, so this is not an HRNet "
+                         f"checkpoint (first names: {sorted(state_dict)[:5]})")
+    return int(np.shape(state_dict[WIDTH_TENSOR])[0])
+
+
+@dataclasses.dataclass
+class WeightImportReport:
+    """What an import did with every tensor (PyTorch names).
+
+    Attributes:
+        source: the file (or "state dict").
+        checkpoint_kind: "pose" or "imagenet".
+        loaded: tensors copied into the model.
+        ignored: tensors deliberately left out by name (ImageNet classification parts).
+        unused: tensors that map onto nothing in the model.
+        missing: model weights the checkpoint should have had but lacks.
+        own_init_layers: Keras layers kept at their own initialisation by design.
+        num_values: number of scalars loaded.
+    """
+
+    source: str
+    checkpoint_kind: str
+    loaded: list
+    ignored: list
+    unused: list
+    missing: list
+    own_init_layers: list
+    num_values: int
+
+    def summary(self, max_names=20):
+        """Human-readable multi-line summary; lists are cut after `max_names` names."""
+        def listing(title, names):
+            if not names:
+                return []
+            shown = ", ".join(names[:max_names])
+            more = f", ... ({len(names) - max_names} more)" if len(names) > max_names else ""
+            return [f"  {title} ({len(names)}): {shown}{more}"]
+
+        lines = [f"{self.source}: {self.checkpoint_kind} checkpoint, loaded {len(self.loaded)} "
+                 f"tensors ({self.num_values:,} values)"]
+        lines += listing("ignored by name", _group_names(self.ignored))
+        lines += listing("unused (in the checkpoint, not in the model)", self.unused)
+        lines += listing("missing (in the model, not in the checkpoint)", self.missing)
+        lines += listing("kept their own initialisation", self.own_init_layers)
+        return "\n".join(lines)
+
+
+def _group_names(names):
+    """Collapse tensor names to their module prefixes for listing (`incre_modules.0.*`)."""
+    groups = []
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "stage4":
+            key = ".".join(parts[:4]) + ".*"  # stage4.{m}.fuse_layers.{i}.*
+        elif parts[0] in ("incre_modules", "downsamp_modules"):
+            key = ".".join(parts[:2]) + ".*"
+        else:
+            key = parts[0] + ".*"
+        if key not in groups:
+            groups.append(key)
+    return groups
+
+
+class WeightImportError(ValueError):
+    """Tensors left over or missing; the message holds the full report."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
+
+
+def _last_stage4_module(bindings):
+    modules = [int(m[1]) for b in bindings
+               for m in [re.match(r"stage4\.(\d+)\.", b.torch_name)] if m]
+    return max(modules) if modules else None
+
+
+def _is_imagenet_extra(name, last_stage4_module):
+    """True for the classification-only tensors of an ImageNet HRNet checkpoint."""
+    if name.startswith(IMAGENET_ONLY_PREFIXES + (HEAD_MODULE + ".",)):
+        return True
+    match = re.match(r"stage4\.(\d+)\.fuse_layers\.(\d+)\.", name)
+    return bool(match) and int(match[1]) == last_stage4_module and int(match[2]) > 0
+
+
+def _check_width_and_keypoints(bindings, state_dict, kind, source):
+    """Clear errors for a checkpoint of another HRNet width or keypoint count."""
+    by_name = {b.torch_name: b for b in bindings}
+    if WIDTH_TENSOR in by_name and WIDTH_TENSOR in state_dict:
+        model_width = by_name[WIDTH_TENSOR].torch_shape()[0]
+        width = checkpoint_width(state_dict, source)
+        if width != model_width:
+            raise ValueError(
+                f"{source}: the checkpoint is HRNet-W{width} ({WIDTH_TENSOR} "
+                f"{tuple(np.shape(state_dict[WIDTH_TENSOR]))}) but the model is "
+                f"W{model_width}; build the model with width={width} (--width {width})"
+            )
+    head = f"{HEAD_MODULE}.weight"
+    if kind == "pose" and head in by_name and head in state_dict:
+        model_keypoints = by_name[head].torch_shape()[0]
+        keypoints = int(np.shape(state_dict[head])[0])
+        if keypoints != model_keypoints:
+            raise ValueError(
+                f"{source}: the checkpoint predicts {keypoints} keypoints ({head} "
+                f"{tuple(np.shape(state_dict[head]))}) but the model has {model_keypoints}; "
+                f"use a keypoint set with {keypoints} keypoints (--keypoint_set), or start "
+                "from an ImageNet (backbone) checkpoint"
+            )
+
+
+def load_state_dict_into_model(model, state_dict, checkpoint_kind="auto", allow_missing=False,
+                               allow_unused=False, source="state dict", ignored=()):
+    """Copy a PyTorch-named state dict into a Keras pose model.
+
+    Nothing is assigned unless every check passes.
+
+    Args:
+        model: `PoseHRNet` (baseline or skeletal, any input size).
+        state_dict: name -> array in PyTorch layouts (see `read_state_dict`).
+        checkpoint_kind: "pose", "imagenet" or "auto" (`detect_checkpoint_kind`).
+        allow_missing: keep the model's own values for weights the checkpoint lacks.
+        allow_unused: let tensors that map onto nothing pass.
+        source: name for messages.
+        ignored: names already ignored upstream (a converted file's record), for the report.
+
+    Returns:
+        `WeightImportReport`.
+
+    Raises:
+        ValueError: another width or keypoint count, or a tensor of the wrong shape.
+        WeightImportError: unused or missing tensors that were not allowed.
+    """
+    if checkpoint_kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"checkpoint_kind must be one of {CHECKPOINT_KINDS}. "
+                         f"Received: checkpoint_kind={checkpoint_kind!r}")
+    kind = detect_checkpoint_kind(state_dict) if checkpoint_kind == "auto" else checkpoint_kind
+    bindings = _bindings(model)
+    _check_width_and_keypoints(bindings, state_dict, kind, source)
+
+    own_init = {SKELETAL_LAYER} | ({HEAD_LAYER} if kind == "imagenet" else set())
+    last_stage4 = _last_stage4_module(bindings)
+    loaded, missing, assignments = [], [], []
+    for binding in bindings:
+        if binding.layer_name in own_init and (
+            kind == "imagenet" or binding.torch_name not in state_dict
+        ):
+            continue
+        if binding.torch_name not in state_dict:
+            missing.append(binding.torch_name)
+            continue
+        value = binding.keras_value(state_dict[binding.torch_name])
+        if tuple(value.shape) != tuple(binding.variable.shape):
+            raise ValueError(
+                f"{source}: {binding.torch_name} has shape "
+                f"{tuple(np.shape(state_dict[binding.torch_name]))}, but Keras "
+                f"{binding.variable.path} {tuple(binding.variable.shape)} needs "
+                f"{binding.torch_shape()} in PyTorch layout"
+            )
+        loaded.append(binding.torch_name)
+        assignments.append((binding.variable, value))
+
+    loaded_set = set(loaded)
+    extra_ignored, unused = [], []
+    for name in state_dict:
+        if name in loaded_set or name.endswith(".num_batches_tracked"):
+            continue
+        if kind == "imagenet" and _is_imagenet_extra(name, last_stage4):
+            extra_ignored.append(name)
+        else:
+            unused.append(name)
+    keras_layers = {b.layer_name for b in bindings}
+    report = WeightImportReport(
+        source=str(source), checkpoint_kind=kind, loaded=loaded,
+        ignored=list(ignored) + extra_ignored, unused=unused, missing=missing,
+        own_init_layers=sorted(
+            layer for layer in own_init & keras_layers
+            if not any(b.layer_name == layer and b.torch_name in loaded_set for b in bindings)
+        ),
+        num_values=int(sum(np.size(v) for _, v in assignments)),
+    )
+    problems = []
+    if unused and not allow_unused:
+        problems.append(f"{len(unused)} unused tensors (allow_unused / --allow_unused to "
+                        "ignore them)")
+    if missing and not allow_missing:
+        problems.append(f"{len(missing)} missing tensors (allow_missing / --allow_missing "
+                        "to keep the model's own values)")
+    if problems:
+        raise WeightImportError(
+            f"{source}: nothing was loaded: " + "; ".join(problems) + "\n"
+            + report.summary(max_names=50), report)
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype, copy=False))
+    return report
+
+
+def _write_converted_attributes(path, model, report):
+    import h5py
+
+    keypoint_set = model.keypoint_set
+    with h5py.File(path, "a") as f:
+        f.attrs["skelpose_format"] = CONVERTED_FORMAT
+        f.attrs["skelpose_format_version"] = CONVERTED_FORMAT_VERSION
+        f.attrs["skelpose_width"] = model.width
+        f.attrs["skelpose_keypoint_set"] = json.dumps(keypoint_set.to_config())
+        f.attrs["skelpose_checkpoint_kind"] = report.checkpoint_kind
+        f.attrs["skelpose_source"] = os.path.basename(report.source)
+        string = h5py.string_dtype()
+        f.attrs["skelpose_loaded"] = np.array(report.loaded, dtype=string)
+        f.attrs["skelpose_ignored"] = np.array(report.ignored, dtype=string)
+
+
+def read_converted_weights(path):
+    """State dict (PyTorch names and layouts) and metadata of a file written by `convert`.
+
+    Returns:
+        `(state_dict, info)` with `info` keys `width`, `keypoint_set` (config dict),
+        `checkpoint_kind`, `source`, `ignored`.
+    """
+    import h5py
+
+    from skelpose_tf.models.pose_model import build_pose_model
+
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+    if attrs.get("skelpose_format") != CONVERTED_FORMAT:
+        raise ValueError(
+            f"{path}: not a file written by `python -m skelpose_tf.convert_weights` (no "
+            f"'skelpose_format' attribute). Load Keras weights of the same model with "
+            "model.load_weights, or pass the PyTorch .pth file"
+        )
+    if int(attrs["skelpose_format_version"]) != CONVERTED_FORMAT_VERSION:
+        raise ValueError(f"{path}: converted-file version {attrs['skelpose_format_version']} "
+                         f"is not {CONVERTED_FORMAT_VERSION}; convert the checkpoint again")
+    info = {
+        "width": int(attrs["skelpose_width"]),
+        "keypoint_set": json.loads(attrs["skelpose_keypoint_set"]),
+        "checkpoint_kind": str(attrs["skelpose_checkpoint_kind"]),
+        "source": str(attrs["skelpose_source"]),
+        "ignored": [str(n) for n in attrs["skelpose_ignored"]],
+    }
+    baseline = build_pose_model(info["width"], CONVERSION_INPUT_SIZE, info["keypoint_set"],
+                                skeletal_attention=False)
+    baseline.load_weights(path)
+    loaded = {str(n) for n in attrs["skelpose_loaded"]}
+    state = {name: value for name, value in
+             model_to_state_dict(baseline, include_num_batches_tracked=False).items()
+             if name in loaded}
+    return state, info
+
+
+def load_backbone_weights(model, path, allow_missing=False, allow_unused=False,
+                          checkpoint_kind="auto", reader="auto"):
+    """Initialise `model` from a PyTorch HRNet checkpoint or a converted `.weights.h5` file.
+
+    Pose checkpoints fill the whole baseline (head included); ImageNet checkpoints fill the
+    backbone and list what they ignored; the skeletal module and, for ImageNet, the keypoint
+    head keep their own initialisation. See the module docstring.
+
+    Args:
+        model: `PoseHRNet` with or without the skeletal module, any input size.
+        path: `.pth`/`.pt` (PyTorch `torch.save`, zip or legacy layout) or `.h5` written by
+            `python -m skelpose_tf.convert_weights`.
+        allow_missing: accept a checkpoint that lacks some of the weights it should have.
+        allow_unused: accept tensors that map onto nothing.
+        checkpoint_kind: "auto", "pose" or "imagenet".
+        reader: how `.pth` files are read: "auto", "torch" or "numpy" (see `torch_checkpoint`).
+
+    Returns:
+        `WeightImportReport` (print `report.summary()`).
+
+    Raises:
+        ValueError: width or keypoint count differ, wrong shapes, unreadable or unsafe file.
+        WeightImportError: unused or missing tensors that were not allowed.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint file not found. Received: path={path!r}")
+    if path.endswith(".h5"):
+        state, info = read_converted_weights(path)
+        if checkpoint_kind == "auto":
+            checkpoint_kind = info["checkpoint_kind"]
+        return load_state_dict_into_model(
+            model, state, checkpoint_kind, allow_missing, allow_unused,
+            source=f"{path} (converted from {info['source']})", ignored=info["ignored"],
+        )
+    state = read_state_dict(path, reader)
+    return load_state_dict_into_model(model, state, checkpoint_kind, allow_missing,
+                                      allow_unused, source=path)
+
+
+def convert_checkpoint(checkpoint, out, width=None, keypoint_set="coco", checkpoint_kind="auto",
+                       allow_missing=False, allow_unused=False, reader="auto"):
+    """Convert a PyTorch HRNet checkpoint to the Keras `.weights.h5` of the baseline model.
+
+    Args:
+        checkpoint: `.pth` file.
+        out: output path; must end in `.weights.h5` (Keras' rule for weight files).
+        width: HRNet width; None reads it from the checkpoint. A given width that differs
+            from the checkpoint's is an error.
+        keypoint_set: keypoint set of the model (its keypoint count must match a pose
+            checkpoint's head).
+        checkpoint_kind, allow_missing, allow_unused, reader: see `load_backbone_weights`.
+
+    Returns:
+        `WeightImportReport`.
+    """
+    from skelpose_tf.models.pose_model import build_pose_model
+
+    if not str(out).endswith(".weights.h5"):
+        raise ValueError(f"The output file must end in '.weights.h5'. Received: out={out!r}")
+    state = read_state_dict(checkpoint, reader)
+    if width is None:
+        width = checkpoint_width(state, checkpoint)
+    model = build_pose_model(width, CONVERSION_INPUT_SIZE, keypoint_set,
+                             skeletal_attention=False)
+    report = load_state_dict_into_model(model, state, checkpoint_kind, allow_missing,
+                                        allow_unused, source=str(checkpoint))
+    out_dir = os.path.dirname(os.path.abspath(out))
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_weights(out)
+    _write_converted_attributes(out, model, report)
+    return report
+
+
+def _define_flags():
+    """Command-line flags (defined only when run as a script, so importing stays flag-free)."""
+    from absl import flags
+
+    return {
+        "checkpoint": flags.DEFINE_string("checkpoint", None, "PyTorch .pth file to convert."),
+        "out": flags.DEFINE_string("out", None, "Output Keras weights file (.weights.h5)."),
+        "width": flags.DEFINE_integer("width", None, "HRNet width; default: the checkpoint's."),
+        "keypoint_set": flags.DEFINE_string("keypoint_set", "coco",
+                                            "coco, mpii or a keypoint-set JSON file."),
+        "checkpoint_kind": flags.DEFINE_enum("checkpoint_kind", "auto", CHECKPOINT_KINDS,
+                                             "pose, imagenet, or auto (from tensor names)."),
+        "allow_missing": flags.DEFINE_bool("allow_missing", False,
+                                           "Accept model weights missing from the checkpoint."),
+        "allow_unused": flags.DEFINE_bool("allow_unused", False,
+                                          "Accept checkpoint tensors that map onto nothing."),
+        "reader": flags.DEFINE_enum("reader", "auto", READERS,
+                                    "torch.load(weights_only=True), the restricted numpy "
+                                    "reader, or auto (torch when installed)."),
+    }
+
+
+def main(flag_holders):
+    """Convert, print the report and the time taken."""
+    values = {name: holder.value for name, holder in flag_holders.items()}
+    for required in ("checkpoint", "out"):
+        if not values[required]:
+            raise SystemExit(f"--{required} is required")
+    start = time.perf_counter()
+    try:
+        report = convert_checkpoint(**values)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(report.summary())
+    print(f"wrote {values['out']} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _FLAG_HOLDERS = _define_flags()
+    app.run(lambda argv: main(_FLAG_HOLDERS))

@@ -1,0 +1,304 @@
+"""Sharded TFRecords of person records, and reading them back in the data pipeline.
+
+One `tf.train.Example` per image: the image file's bytes as stored (no re-encoding) and the
+fields of every person record of that image (`PersonRecord`: region centre/scale in pixels,
+keypoints, raw visibility, box, box score, ids and the record's index in the converted list).
+Images go to the shards round-robin. `meta.json` beside the shards records the keypoint set,
+the input size whose aspect ratio the regions were made for, the counts per shard and what the
+reader skipped. The converter decodes every image once, so missing, unreadable or corrupt
+images are left out (and counted) before training.
+
+    python -m skelpose_tf.data.tfrecords --ann person_keypoints_train.json --images DIR \\
+        --out OUT_DIR --shards 8 [--format coco|mpii] [--keypoint_set coco] [--input_size 256x192]
+
+Reading: pass `TFRecordSource(OUT_DIR)` to `pipeline.make_train_dataset` or
+`make_eval_dataset` in place of a list of records. Each image is decoded once for all its
+people; training shuffles files, images (`image_buffer`) and person crops (`person_buffer`).
+Sharding for multi-worker training splits by file, so write at least as many shards as workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from skelpose_tf.data import coco, mpii  # noqa: E402
+from skelpose_tf.data.images import ImageDecodeError, decode_image, read_image_bytes  # noqa: E402
+from skelpose_tf.data.records import SkipReport  # noqa: E402
+from skelpose_tf.data.transforms import input_aspect_ratio  # noqa: E402
+from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
+
+META_FILE = "meta.json"
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def write_tfrecords(records, out_dir, num_shards, keypoint_set, input_size,
+                    report: SkipReport | None = None, source="") -> dict:
+    """Write person records as sharded TFRecords (one example per image) plus `meta.json`.
+
+    Args:
+        records: a sequence of `PersonRecord`s (from the readers).
+        out_dir: output directory (created if needed).
+        num_shards: number of `.tfrecord` files.
+        keypoint_set: the records' keypoint set (its name and size go into meta.json).
+        input_size: (height, width) the records' regions were made for.
+        report: a `SkipReport` counting images left out (a new one if None).
+        source: a description of the annotation source for meta.json.
+
+    Returns:
+        The content of meta.json.
+    """
+    keypoint_set = get_keypoint_set(keypoint_set)
+    report = SkipReport() if report is None else report
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1. Received: num_shards={num_shards}")
+    by_image = {}
+    for index, record in enumerate(records):
+        by_image.setdefault(record.image_path, []).append(index)
+    os.makedirs(out_dir, exist_ok=True)
+    names = [f"records-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+    counts = [{"file": name, "num_images": 0, "num_records": 0} for name in names]
+    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
+    try:
+        written = 0
+        for path, indices in by_image.items():
+            where = f"records {indices}"
+            try:
+                data = read_image_bytes(path)
+                image, _ = decode_image(data)
+            except ImageDecodeError as error:
+                report.skip(error.reason, f"{where} ({path})")
+                continue
+            if tuple(image.shape[:2]) != tuple(records[indices[0]].image_size):
+                report.skip("image size differs from the annotation", f"{where} ({path})")
+                continue
+            shard = written % num_shards
+            writers[shard].write(_example(data, path, [records[i] for i in indices], indices))
+            counts[shard]["num_images"] += 1
+            counts[shard]["num_records"] += len(indices)
+            written += 1
+    finally:
+        for writer in writers:
+            writer.close()
+    meta = {
+        "keypoint_set": keypoint_set.name, "num_keypoints": keypoint_set.num_keypoints,
+        "input_size": [int(v) for v in input_size], "source": source,
+        "num_images": written, "num_records": sum(c["num_records"] for c in counts),
+        "shards": counts, "skipped": report.skipped, "repaired": report.repaired,
+    }
+    with open(os.path.join(out_dir, META_FILE), "w") as file:
+        json.dump(meta, file, indent=1)
+    return meta
+
+
+def _example(data, path, records, indices) -> bytes:
+    def floats(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=np.ravel(values)))
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=np.ravel(values)))
+
+    def raw(value):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    first = records[0]
+    feature = {
+        "image/encoded": raw(data),
+        "image/path": raw(os.fsencode(path)),
+        "image/id": ints([first.image_id]),
+        "image/size": ints(first.image_size),
+        "person/record_index": ints(indices),
+        "person/annotation_id": ints([r.annotation_id for r in records]),
+        "person/box": floats([r.box for r in records]),
+        "person/center": floats([r.center for r in records]),
+        "person/scale": floats([r.scale for r in records]),
+        "person/keypoints": floats([r.keypoints for r in records]),
+        "person/visibility": floats([r.visibility for r in records]),
+        "person/box_score": floats([r.box_score for r in records]),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class TFRecordSource:
+    """Shards written by `write_tfrecords`, as an input of `make_train_dataset`/`make_eval_dataset`.
+
+    Args:
+        directory: the converter's output directory (with meta.json).
+        image_buffer: images in the training shuffle buffer.
+        person_buffer: person crops in the second training shuffle buffer (people of one image
+            are produced together; this spreads them over batches).
+    """
+
+    def __init__(self, directory, image_buffer=256, person_buffer=256):
+        meta_path = os.path.join(directory, META_FILE)
+        try:
+            with open(meta_path) as file:
+                self.meta = json.load(file)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"Cannot read {meta_path} (write the shards with "
+                             f"`python -m skelpose_tf.data.tfrecords`): {error}") from None
+        self.directory = directory
+        self.image_buffer = image_buffer
+        self.person_buffer = person_buffer
+
+    def _files(self, maker, num_shards, shard_index):
+        """This pipeline's shard files and their number of records, after checking the meta."""
+        if self.meta["num_keypoints"] != maker.num_keypoints:
+            raise ValueError(
+                f"{self.directory} holds {self.meta['num_keypoints']} keypoints per person "
+                f"({self.meta['keypoint_set']!r}) but the keypoint set "
+                f"{maker.keypoint_set.name!r} has {maker.num_keypoints}.")
+        written_aspect = input_aspect_ratio(self.meta["input_size"])
+        if not np.isclose(written_aspect, maker.aspect_ratio):
+            raise ValueError(
+                f"{self.directory} was written for input size {self.meta['input_size']} "
+                f"(aspect ratio {written_aspect:.4f}); the pipeline asks for "
+                f"{list(maker.input_size)}. Convert again with --input_size.")
+        shards = [s for s in self.meta["shards"] if s["num_records"] > 0]
+        if len(shards) < num_shards:
+            raise ValueError(f"{self.directory} has {len(shards)} non-empty shard files, fewer "
+                             f"than the {num_shards} input pipelines; write more shards.")
+        mine = shards[shard_index::num_shards]
+        files = [os.path.join(self.directory, s["file"]) for s in mine]
+        return files, sum(s["num_records"] for s in mine)
+
+    def train_samples(self, maker, num_shards, shard_index, seed, sample_seed, shuffle_buffer,
+                      deterministic):
+        files, num_records = self._files(maker, num_shards, shard_index)
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+                                     num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        dataset = dataset.shuffle(self.image_buffer, seed=seed)
+        dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed=sample_seed))
+        load = _image_loader(maker, num_records, must_progress=True)
+        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        dataset = dataset.unbatch().filter(lambda sample: sample["ok"])
+        return dataset.shuffle(shuffle_buffer or self.person_buffer, seed=seed)
+
+    def eval_samples(self, maker, num_shards, shard_index):
+        files, num_records = self._files(maker, num_shards, shard_index)
+        dataset = tf.data.TFRecordDataset(files)
+        dataset = dataset.map(lambda example: (example, tf.constant(0, tf.int64)))
+        load = _image_loader(maker, num_records, must_progress=False)
+        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+        return dataset.unbatch().filter(lambda sample: sample["ok"])
+
+
+_FEATURES = {
+    "image/encoded": tf.io.FixedLenFeature([], tf.string),
+    "image/path": tf.io.FixedLenFeature([], tf.string),
+    "image/id": tf.io.FixedLenFeature([], tf.int64),
+    "image/size": tf.io.FixedLenFeature([2], tf.int64),
+    "person/record_index": tf.io.VarLenFeature(tf.int64),
+    "person/center": tf.io.VarLenFeature(tf.float32),
+    "person/scale": tf.io.VarLenFeature(tf.float32),
+    "person/keypoints": tf.io.VarLenFeature(tf.float32),
+    "person/visibility": tf.io.VarLenFeature(tf.float32),
+    "person/box_score": tf.io.VarLenFeature(tf.float32),
+}
+
+
+def _image_loader(maker, num_records, must_progress):
+    """A tf.data map function: serialized example + seed -> per-person samples [P, ...]."""
+    height, width = maker.input_size
+    k = maker.num_keypoints
+
+    def load_numpy(data, path, size, record_index, center, scale, keypoints, visibility, seed):
+        path = os.fsdecode(path)
+        people = len(record_index)
+        crops = np.zeros((people, height, width, 3), np.uint8)
+        points = np.zeros((people, k, 2), np.float32)
+        labelled = np.zeros((people, k), np.float32)
+        image = maker.load(data, path, size, f"records {record_index.tolist()}")
+        if image is None:
+            for index in record_index:
+                maker.failed(index, num_records, must_progress)
+            return crops, points, labelled, np.zeros((people,), bool)
+        for j in range(people):
+            crops[j], points[j], labelled[j] = maker.crop(
+                image, center[j], scale[j], keypoints[j], visibility[j], int(seed) + j)
+        return crops, points, labelled, np.ones((people,), bool)
+
+    def load(serialized, seed):
+        example = tf.io.parse_single_example(serialized, _FEATURES)
+        dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
+                 for key, value in example.items()}
+        people = tf.shape(dense["person/record_index"])[0]
+        center = tf.reshape(dense["person/center"], [people, 2])
+        scale = tf.reshape(dense["person/scale"], [people, 2])
+        keypoints = tf.reshape(dense["person/keypoints"], [people, k, 2])
+        visibility = tf.reshape(dense["person/visibility"], [people, k])
+        crops, points, labelled, ok = tf.numpy_function(
+            load_numpy,
+            [dense["image/encoded"], dense["image/path"], tf.cast(dense["image/size"], tf.int32),
+             dense["person/record_index"], center, scale, keypoints, visibility, seed],
+            [tf.uint8, tf.float32, tf.float32, tf.bool], stateful=False)
+        crops.set_shape((None, height, width, 3))
+        points.set_shape((None, k, 2))
+        labelled.set_shape((None, k))
+        ok.set_shape((None,))
+        return {
+            "image": crops, "keypoints": points, "visibility": labelled, "ok": ok,
+            "record_index": dense["person/record_index"],
+            "image_id": tf.fill([people], dense["image/id"]),
+            "center": center, "scale": scale, "box_score": dense["person/box_score"],
+        }
+
+    return load
+
+
+# Command line ------------------------------------------------------------------------------------
+
+def _define_flags():
+    """The converter's flags; defined only when run as a script, so importing this module (for
+    `TFRecordSource`) adds no flags to a training script's."""
+    return {
+        "ann": flags.DEFINE_string("ann", None, "COCO keypoint JSON or HRNet-layout MPII JSON."),
+        "images": flags.DEFINE_string("images", None, "Directory of the annotation's images."),
+        "out": flags.DEFINE_string("out", None, "Output directory for the shards and meta.json."),
+        "shards": flags.DEFINE_integer("shards", 8, "Number of TFRecord files."),
+        "format": flags.DEFINE_enum("format", "coco", ["coco", "mpii"], "Annotation format."),
+        "keypoint_set": flags.DEFINE_string(
+            "keypoint_set", None, "Keypoint set name or JSON file (default: coco / mpii)."),
+        "input_size": flags.DEFINE_string(
+            "input_size", "256x192", "Model input HEIGHTxWIDTH the regions are made for."),
+    }
+
+
+def _main(holders, argv):
+    del argv
+    values = {name: holder.value for name, holder in holders.items()}
+    for name in ("ann", "images", "out"):
+        if not values[name]:
+            raise app.UsageError(f"--{name} is required.")
+    try:
+        input_size = tuple(int(v) for v in values["input_size"].lower().split("x"))
+        input_aspect_ratio(input_size)
+    except ValueError:
+        raise app.UsageError(
+            f"--input_size must look like 256x192. Received: {values['input_size']!r}") from None
+    keypoint_set = get_keypoint_set(values["keypoint_set"] or values["format"])
+    report = SkipReport()
+    if values["format"] == "coco":
+        records = coco.read_coco_keypoints(values["ann"], values["images"], keypoint_set,
+                                           input_size, report=report)
+    else:
+        records = mpii.read_mpii(values["ann"], values["images"], input_size,
+                                 keypoint_set=keypoint_set, report=report)
+    meta = write_tfrecords(records, values["out"], values["shards"], keypoint_set, input_size,
+                           report=report, source=values["ann"])
+    print(f"{meta['num_records']} person records of {meta['num_images']} images in "
+          f"{values['shards']} shards in {values['out']}\n{report.summary()}")
+
+
+if __name__ == "__main__":
+    _HOLDERS = _define_flags()
+    app.run(lambda argv: _main(_HOLDERS, argv))

@@ -1,0 +1,169 @@
+"""Load a trained pose network for evaluation and prediction: a `.keras` file, a run directory or
+a `.weights.h5` file plus the architecture.
+
+- `.keras` (what training writes: `best.keras`, `last.keras`): the file holds the architecture;
+  it is loaded with `keras.saving.load_model(path, safe_mode=True)`. Architecture arguments that
+  are given must agree with the file (a clear error says which one differs).
+- a run directory: its `best.keras`, else its `last.keras`.
+- `.weights.h5` (e.g. converted published checkpoints): holds weights only, so the network is
+  built from `width`, `input_size`, `keypoint_set` and `skeletal_attention`, then
+  `load_weights`; a file saved from another architecture (width, keypoint count, with or
+  without the skeletal module) is refused with the architecture named. The input size is not
+  stored in the weights (every layer is a convolution), so any multiple of 32 loads.
+
+Example:
+    network, source = load_pose_model("runs/demo")             # runs/demo/best.keras
+    network, source = load_pose_model("hrnet_w32.weights.h5", width=32, input_size="256x192",
+                                      keypoint_set="coco", skeletal_attention=False)
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import keras
+
+from skelpose_tf.keypoints import get_keypoint_set
+from skelpose_tf.models.pose_model import PoseHRNet, build_pose_model, parse_input_size
+
+RUN_DIR_CHECKPOINTS = ("best.keras", "last.keras")
+_WEIGHTS_SUFFIX = ".weights.h5"
+# Keras' own load errors can run to pages (whole tensors); keep this much of them.
+_MAX_CAUSE_CHARS = 400
+
+
+def resolve_checkpoint(weights: str) -> str:
+    """The file to load for `weights`: the path itself, or a run directory's best/last.keras.
+
+    Raises:
+        ValueError: nothing at `weights`, or a directory without a checkpoint.
+    """
+    if os.path.isdir(weights):
+        for name in RUN_DIR_CHECKPOINTS:
+            path = os.path.join(weights, name)
+            if os.path.isfile(path):
+                return path
+        found = sorted(os.listdir(weights))[:10]
+        raise ValueError(
+            f"The run directory {weights} holds no {' or '.join(RUN_DIR_CHECKPOINTS)} (it has: "
+            f"{found or 'nothing'}). Train first (python train.py) or pass --weights=FILE."
+        )
+    if not os.path.isfile(weights):
+        raise ValueError(
+            f"No checkpoint at {weights}: pass --weights as a .keras file, a run directory "
+            f"(its best.keras is used) or a {_WEIGHTS_SUFFIX} file with the architecture flags. "
+            "A run directory appears after training (python train.py; see the README's demo)."
+        )
+    return weights
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= _MAX_CAUSE_CHARS else text[:_MAX_CAUSE_CHARS] + " ..."
+
+
+def describe_model(network) -> str:
+    """A one-line description, e.g. "W32 256x192 coco, skeletal attention"."""
+    height, width = network.input_size
+    module = "skeletal attention" if network.skeletal_attention else "HRNet baseline"
+    return f"W{network.width} {height}x{width} {network.keypoint_set.name}, {module}"
+
+
+def model_summary(network) -> dict:
+    """JSON-ready architecture of a `PoseHRNet`: width, input size, keypoint set, module."""
+    return {
+        "name": network.name,
+        "width": int(network.width),
+        "input_size": list(network.input_size),
+        "keypoint_set": network.keypoint_set.name,
+        "num_keypoints": network.keypoint_set.num_keypoints,
+        "skeletal_attention": bool(network.skeletal_attention),
+    }
+
+
+def _check_agrees(network, path, width, input_size, keypoint_set, skeletal_attention):
+    """Raise when a given architecture argument differs from the loaded `.keras` model."""
+    given = {
+        "width": None if width is None else int(width),
+        "input_size": None if input_size is None else parse_input_size(input_size),
+        "keypoint_set": None if keypoint_set is None else get_keypoint_set(keypoint_set).name,
+        "skeletal_attention": None if skeletal_attention is None else bool(skeletal_attention),
+    }
+    stored = {
+        "width": network.width,
+        "input_size": tuple(network.input_size),
+        "keypoint_set": network.keypoint_set.name,
+        "skeletal_attention": network.skeletal_attention,
+    }
+    for name, value in given.items():
+        if value is not None and value != stored[name]:
+            raise ValueError(
+                f"{path} holds a {describe_model(network)} model, but {name}={value!r} was "
+                f"requested (stored: {stored[name]!r}). A .keras file carries its own "
+                "architecture: drop the flag, or pass the checkpoint that matches it."
+            )
+
+
+def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None,
+                    skeletal_attention=None):
+    """Load a pose network from a `.keras` file, a run directory or a `.weights.h5` file.
+
+    Args:
+        weights: the checkpoint (see the module docstring).
+        width, input_size, keypoint_set, skeletal_attention: the architecture. Required
+            (width, input_size) or defaulted (keypoint_set "coco", skeletal_attention True)
+            for `.weights.h5`; for `.keras` they are optional checks against the file.
+
+    Returns:
+        `(network, path)`: the `PoseHRNet` and the file it was loaded from.
+
+    Raises:
+        ValueError: a missing or unreadable checkpoint, a file that is not a pose network, or
+            weights that do not fit the requested architecture.
+    """
+    path = resolve_checkpoint(weights)
+    if path.endswith(_WEIGHTS_SUFFIX):
+        return _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention), path
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"Cannot tell the checkpoint format of {path}: expected a .keras file, a run "
+            f"directory or a {_WEIGHTS_SUFFIX} file."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            network = keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, TypeError, OSError) as error:
+        raise ValueError(f"Cannot load the pose network in {path}: {_short(error)}") from None
+    if not isinstance(network, PoseHRNet):
+        raise ValueError(
+            f"{path} holds a {type(network).__name__}, not a skelpose_tf PoseHRNet (save the "
+            "network, not the trainer: train.py writes best.keras / last.keras that way)."
+        )
+    _check_agrees(network, path, width, input_size, keypoint_set, skeletal_attention)
+    return network, path
+
+
+def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention):
+    if width is None or input_size is None:
+        raise ValueError(
+            f"{path} holds weights only: pass the architecture it was saved from, --width and "
+            "--input_size (and --keypoint_set, --skeletal_attention when not coco / with the "
+            "skeletal module)."
+        )
+    network = build_pose_model(
+        int(width), input_size, keypoint_set or "coco",
+        True if skeletal_attention is None else bool(skeletal_attention),
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            network.load_weights(path)
+    except ValueError as error:
+        raise ValueError(
+            f"The weights in {path} do not fit a {describe_model(network)} model; check "
+            "--width, --keypoint_set and --skeletal_attention against the model the file was "
+            f"saved from. Keras says: {_short(error)}"
+        ) from None
+    return network

@@ -1,0 +1,59 @@
+"""Runs a few PoseTrainer steps under a strategy and saves losses and weights (test helper).
+
+    python tests/replica_training.py {default|mirrored|multi_worker} OUT.npz
+
+`mirrored` uses 2 logical CPU devices; `multi_worker` reads TF_CONFIG (one process per worker;
+only worker 0 writes OUT). BatchNorm is frozen (inference mode) so that per-replica batch
+statistics cannot differ from the single-device run: the comparison is then exact up to float
+error ("BN aside").
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def main(strategy_name, out_path):
+    import keras
+    import tensorflow as tf
+
+    from skelpose_tf.codec import HeatmapCodec
+    from skelpose_tf.training.distribution import make_strategy
+    from skelpose_tf.training.trainer import PoseTrainer
+    from tiny_models import tiny_pose_model
+
+    strategy = make_strategy(strategy_name, cpu_replicas=2 if strategy_name == "mirrored" else 0)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 64, 64, 3)).astype("uint8")
+    labels = {"keypoints": rng.uniform(4, 60, (8, 17, 2)).astype("float32"),
+              "visibility": (rng.uniform(size=(8, 17)) > 0.3).astype("float32")}
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).repeat()
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        network = tiny_pose_model()
+        for layer in network.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+        multi_worker = strategy_name == "multi_worker"
+        trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), vector_logs=multi_worker)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+        trainer.optimizer.build(trainer.trainable_variables)
+        if multi_worker:
+            trainer._maybe_symbolic_build = lambda *a, **k: None
+    history = trainer.fit(dataset, epochs=3, steps_per_epoch=1, verbose=0, shuffle=False).history
+    losses = np.ravel(np.asarray(history["loss"], np.float64))
+    weights = np.concatenate([np.ravel(v.numpy()) for v in network.trainable_weights])
+    task = strategy.cluster_resolver.task_id if multi_worker else 0
+    if task == 0:
+        np.savez(out_path, losses=losses, weights=weights)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,141 @@
+"""PoseTrainer: on-device targets, masked losses, a few steps, one device vs two replicas."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from skelpose_tf.codec import HeatmapCodec
+from skelpose_tf.losses import pose_loss
+from tiny_models import tiny_pose_model
+from skelpose_tf.training.schedules import WarmupSchedule
+from skelpose_tf.training.trainer import PoseTrainer
+
+HERE = os.path.dirname(__file__)
+
+
+def tiny_batch(batch=4, size=(64, 64), seed=0, num_keypoints=17):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, *size, 3)).astype("uint8")
+    keypoints = rng.uniform(4, size[0] - 4, (batch, num_keypoints, 2)).astype("float32")
+    visibility = (rng.uniform(size=(batch, num_keypoints)) > 0.3).astype("float32")
+    return images, {"keypoints": keypoints, "visibility": visibility}
+
+
+def make_trainer(skeletal_attention=True, lr=1e-3):
+    network = tiny_pose_model("coco", skeletal_attention)
+    codec = HeatmapCodec((64, 64), "coco", sigma=2.0)
+    trainer = PoseTrainer(network, codec)
+    trainer.compile(optimizer=keras.optimizers.Adam(lr))
+    return trainer
+
+
+def test_test_step_equals_hand_assembled_loss():
+    trainer = make_trainer()
+    images, labels = tiny_batch()
+    logs = trainer.evaluate(images, labels, batch_size=4, verbose=0, return_dict=True)
+    targets = trainer.codec.encode(labels["keypoints"], labels["visibility"])
+    total, keypoint_term, skeletal_term = pose_loss(trainer.network(images), targets, 0.2)
+    np.testing.assert_allclose(logs["loss"], float(total), rtol=1e-5)
+    np.testing.assert_allclose(logs["keypoint_loss"], float(keypoint_term), rtol=1e-5)
+    np.testing.assert_allclose(logs["skeletal_loss"], float(skeletal_term), rtol=1e-5)
+    np.testing.assert_allclose(float(total), float(keypoint_term) + 0.2 * float(skeletal_term),
+                               rtol=1e-6)
+
+
+def test_training_steps_reduce_the_loss():
+    trainer = make_trainer(lr=3e-3)
+    images, labels = tiny_batch()
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    history = trainer.fit(dataset, epochs=4, steps_per_epoch=5, verbose=0, shuffle=False).history
+    assert history["loss"][-1] < 0.75 * history["loss"][0]
+    assert history["skeletal_loss"][-1] < history["skeletal_loss"][0]
+
+
+def test_baseline_trains_with_keypoint_loss_only():
+    trainer = make_trainer(skeletal_attention=False)
+    images, labels = tiny_batch()
+    logs = trainer.fit(images, labels, batch_size=4, epochs=1, verbose=0).history
+    assert logs["skeletal_loss"] == [0.0]
+    np.testing.assert_allclose(logs["loss"], logs["keypoint_loss"])
+
+
+def test_mismatched_codec_is_rejected():
+    network = tiny_pose_model("mpii")
+    try:
+        PoseTrainer(network, HeatmapCodec((64, 64), "coco"))
+    except ValueError as error:
+        assert "16 heatmaps" in str(error)
+    else:
+        raise AssertionError("expected a ValueError")
+
+
+def test_warmup_step_schedule_values():
+    schedule = WarmupSchedule(1e-3, 1000, "step", boundaries=(600, 900), factor=0.1,
+                              warmup_steps=100, warmup_start=0.0)
+    values = [float(schedule(s)) for s in (0, 50, 100, 599, 600, 899, 900)]
+    np.testing.assert_allclose(values, [0.0, 5e-4, 1e-3, 1e-3, 1e-4, 1e-4, 1e-5], rtol=1e-5)
+    cosine = WarmupSchedule(1.0, 100, "cosine")
+    np.testing.assert_allclose([float(cosine(s)) for s in (0, 50, 100)], [1.0, 0.5, 0.0],
+                               atol=1e-6)
+
+
+def _replica_command(*args):
+    return [sys.executable, os.path.join(HERE, "replica_training.py"), *args]
+
+
+def _environment(**extra):
+    path = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def _run_replica_script(*args):
+    result = subprocess.run(_replica_command(*args), capture_output=True, text=True, timeout=600,
+                            env=_environment())
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(args[-1])
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
+    single = _run_replica_script("default", str(tmp_path / "single.npz"))
+    mirrored = _run_replica_script("mirrored", str(tmp_path / "mirrored.npz"))
+    np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-4)
+    np.testing.assert_allclose(mirrored["weights"], single["weights"], rtol=1e-3, atol=1e-6)
+    assert single["losses"][-1] < single["losses"][0]
+
+
+def test_multi_worker_two_processes_match_one_device(tmp_path):
+    single = _run_replica_script("default", str(tmp_path / "single.npz"))
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    out = str(tmp_path / "multi.npz")
+    processes = [
+        subprocess.Popen(
+            _replica_command("multi_worker", out), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env=_environment(TF_CONFIG=json.dumps(
+                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})))
+        for index in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    multi = np.load(out)
+    # Two workers with the same global batch of 8: each replica sees 4 samples, the gradients are
+    # all-reduced, so losses and weights equal the single-device run.
+    np.testing.assert_allclose(multi["losses"], single["losses"], rtol=1e-4)
+    np.testing.assert_allclose(multi["weights"], single["weights"], rtol=1e-3, atol=1e-6)
