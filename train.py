@@ -34,6 +34,8 @@ _KEYPOINT_SET = flags.DEFINE_string("keypoint_set", "coco", "coco, mpii or a JSO
 _WIDTH = flags.DEFINE_integer("width", 32, "HRNet width (32, 48, or small for CPU work).")
 _INPUT_SIZE = flags.DEFINE_string("input_size", "256x192", "Input height x width.")
 _SKELETAL = flags.DEFINE_bool("skeletal_attention", True, "Off: the HRNet baseline.")
+_TINY = flags.DEFINE_bool("tiny_topology", False, "One module and one block per stage (quick "
+                          "CPU runs and tests; the official depth when false).")
 _SIGMA = flags.DEFINE_float("sigma", 0.0, "Keypoint Gaussian sigma in heatmap pixels "
                             "(0: 2, or 3 from 384-pixel-high inputs, as HRNet).")
 _LAMBDA = flags.DEFINE_float("skeletal_loss_weight", 0.2, "lambda in l = l_k + lambda l_s.")
@@ -87,6 +89,7 @@ def build_config():
         val_images=_VAL_IMAGES.value, val_det_boxes=_DET_BOXES.value,
         val_head_boxes=_HEAD_BOXES.value, keypoint_set=_KEYPOINT_SET.value, width=_WIDTH.value,
         input_size=parse_input_size(_INPUT_SIZE.value), skeletal_attention=_SKELETAL.value,
+        tiny_topology=_TINY.value,
         sigma=_SIGMA.value, skeletal_loss_weight=_LAMBDA.value,
         backbone_weights="" if _BACKBONE.value.lower() == "none" else _BACKBONE.value,
         batch_size=_BATCH.value, epochs=_EPOCHS.value, steps_per_epoch=_STEPS.value,

@@ -10,11 +10,12 @@ thread pool of 1, TF intra/inter-op threads 1, `cv2.setNumThreads(1)`):
 - the full training pipeline (with the official COCO augmentation),
 - the evaluation pipeline,
 
-plus per-call costs of the numpy steps measured outside tf.data. Every figure is per person
-sample (a person crop decodes its whole image). Prints a markdown table, the command, the
+taking turns (each repeat times every stage once, so load changes hit all alike), plus per-call
+costs of the numpy steps measured outside tf.data. Every figure is per person sample (a person
+crop decodes its whole image). Prints a markdown table, the command, the
 machine, the date and the load average.
 
-    python -m bench.pipeline [--images 64] [--samples 1500] [--repeats 3]
+    python -m bench.pipeline [--images 64] [--samples 1000] [--repeats 5]
 """
 
 import os
@@ -22,6 +23,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import datetime  # noqa: E402
+import gc  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -36,30 +38,37 @@ from absl import app, flags  # noqa: E402
 
 from skelpose_tf.data import coco, images, pipeline, transforms  # noqa: E402
 from skelpose_tf.data.augment import AugmentConfig, sample_augmentation  # noqa: E402
+from skelpose_tf.data.records import SkipReport  # noqa: E402
 from skelpose_tf.data.synthetic import generate_dataset  # noqa: E402
 from skelpose_tf.keypoints import COCO  # noqa: E402
 
 _IMAGES = flags.DEFINE_integer("images", 64, "Synthetic 640x480 images to render.")
-_SAMPLES = flags.DEFINE_integer("samples", 1500, "Person samples timed per repeat.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per stage (the median is shown).")
+_SAMPLES = flags.DEFINE_integer("samples", 1000, "Person samples timed per repeat.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per stage (the median is shown).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size of the training pipelines.")
 
 INPUT_SIZE = (256, 192)
 
 
-def _rate(dataset, samples_per_element, num_samples, repeats):
-    """Median samples/s over `repeats` runs of `num_samples` samples, after a warm-up."""
-    iterator = iter(dataset.repeat())
-    for _ in range(max(1, 64 // samples_per_element)):
-        next(iterator)
-    steps = max(1, num_samples // samples_per_element)
-    rates = []
+def _rates(stages, num_samples, repeats):
+    """samples/s of every stage, `repeats` times, the stages taking turns within each repeat (so
+    that a change of machine load hits all of them alike). Each timing uses a fresh iterator,
+    warmed up first and deleted after, so no other stage's pipeline runs in the background.
+    Samples are counted from the batches' actual sizes."""
+    rates = [[] for _ in stages]
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            next(iterator)
-        rates.append(steps * samples_per_element / (time.perf_counter() - start))
-    return statistics.median(rates), rates
+        for (_, dataset), stage_rates in zip(stages, rates):
+            iterator = iter(dataset.repeat())
+            for _ in range(4):
+                next(iterator)
+            samples = 0
+            start = time.perf_counter()
+            while samples < num_samples:
+                samples += int(tf.nest.flatten(next(iterator))[0].shape[0])
+            stage_rates.append(samples / (time.perf_counter() - start))
+            del iterator
+            gc.collect()
+    return [(name, statistics.median(r), r) for (name, _), r in zip(stages, rates)]
 
 
 def _single_thread(dataset):
@@ -73,7 +82,7 @@ def _decode_only_tf(paths):
     dataset = dataset.map(lambda path: tf.shape(tf.io.decode_jpeg(tf.io.read_file(path),
                                                                   channels=3)),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    return _single_thread(dataset.batch(_BATCH.value))
+    return _single_thread(dataset.repeat().batch(_BATCH.value))
 
 
 def _decode_only_cv2(paths):
@@ -84,7 +93,7 @@ def _decode_only_cv2(paths):
     dataset = tf.data.Dataset.from_tensor_slices(paths)
     dataset = dataset.map(lambda path: tf.numpy_function(decode, [path], tf.int32),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    return _single_thread(dataset.batch(_BATCH.value))
+    return _single_thread(dataset.repeat().batch(_BATCH.value))
 
 
 def _micro(function, repeats=300):
@@ -101,22 +110,28 @@ def _micro(function, repeats=300):
 def _numpy_steps(records):
     record = records[0]
     data = images.read_image_bytes(record.image_path)
-    image, _ = images.decode_image(data)
+    image, _ = images.decode_image(data, rgb=False)
     rng = np.random.default_rng(0)
     config = AugmentConfig.coco()
-    matrix = transforms.affine_matrix(record.center, record.scale, 30.0, INPUT_SIZE, True)
     height, width = INPUT_SIZE
+    matrix = transforms.affine_matrix(record.center, record.scale, 30.0, INPUT_SIZE, True)
+    # The pipeline's per-person step (private class; the same code tf.data runs).
+    maker = pipeline._SampleMaker(COCO, INPUT_SIZE, config, SkipReport())
     return [
         ("read file", _micro(lambda: images.read_image_bytes(record.image_path))),
-        ("decode_image (cv2.imdecode + checks)", _micro(lambda: images.decode_image(data))),
+        ("decode_image(rgb=False): cv2.imdecode + checks",
+         _micro(lambda: images.decode_image(data, rgb=False))),
         ("sample_augmentation", _micro(lambda: sample_augmentation(
             rng, record.center, record.scale, record.keypoints, record.visibility,
             COCO.upper_body, width / height, config))),
         ("affine_matrix + apply_affine", _micro(lambda: transforms.apply_affine(
             record.keypoints, transforms.affine_matrix(record.center, record.scale, 30.0,
                                                        INPUT_SIZE, True)))),
-        ("cv2.warpAffine to 256x192", _micro(lambda: cv2.warpAffine(
-            image, matrix, (width, height), flags=cv2.INTER_LINEAR))),
+        ("whole crop step (augmentation, window to RGBA, warp, keypoints)",
+         _micro(lambda: maker.crop(image, record.center, record.scale, record.keypoints,
+                                   record.visibility, 7))),
+        ("for comparison: cv2.warpAffine of the whole 3-channel image",
+         _micro(lambda: cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR))),
     ]
 
 
@@ -150,37 +165,37 @@ def main(argv):
         sizes = [os.path.getsize(p) for p in set(person_paths)]
         batch = _BATCH.value
         stages = [
-            ("decode only: tf.io.decode_jpeg (reference)", _decode_only_tf(person_paths),
-             batch),
+            ("decode only: tf.io.decode_jpeg (reference)", _decode_only_tf(person_paths)),
             ("decode only: pipeline decoder (cv2 in numpy_function)",
-             _decode_only_cv2(person_paths), batch),
+             _decode_only_cv2(person_paths)),
             ("decode + crop + keypoints, no augmentation (train pipeline)",
              pipeline.make_train_dataset(records, COCO, INPUT_SIZE, batch,
-                                         AugmentConfig.none(), seed=0, threads=1), batch),
+                                         AugmentConfig.none(), seed=0, threads=1)),
             ("full training pipeline (COCO augmentation)",
              pipeline.make_train_dataset(records, COCO, INPUT_SIZE, batch,
-                                         AugmentConfig.coco(), seed=0, threads=1), batch),
+                                         AugmentConfig.coco(), seed=0, threads=1)),
             ("evaluation pipeline (no augmentation, in order)",
-             pipeline.make_eval_dataset(records, COCO, INPUT_SIZE, batch, threads=1), batch),
+             pipeline.make_eval_dataset(records, COCO, INPUT_SIZE, batch, threads=1)),
         ]
-        results = [(name, *_rate(dataset, per, _SAMPLES.value, _REPEATS.value))
-                   for name, dataset, per in stages]
+        results = _rates(stages, _SAMPLES.value, _REPEATS.value)
         steps = _numpy_steps(records)
     load_after = _load()
 
-    reference = results[1][1]
+    reference = max(results[1][2])
     print(f"Command: python -m bench.pipeline {' '.join(sys.argv[1:])}".rstrip())
     print(f"Machine: {_machine()}; date {datetime.datetime.now().isoformat(timespec='minutes')}; "
           f"load average before {load_before}, after {load_after}")
     print(f"Data: {len(records)} person samples in {len(sizes)} synthetic 640x480 JPEGs "
           f"(mean {np.mean(sizes) / 1024:.0f} KiB), input {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, "
-          f"batch {_BATCH.value}; one thread; median of {_REPEATS.value} x {_SAMPLES.value} "
-          "samples\n")
-    print("| stage (1 core) | samples/s | runs | vs pipeline decode only |")
-    print("|---|---|---|---|")
-    for name, rate, rates in results:
+          f"batch {_BATCH.value}; one thread; {_REPEATS.value} runs of >= {_SAMPLES.value} "
+          "samples per stage. On a loaded machine the best run is the closest to the "
+          "uncontended speed.\n")
+    print("| stage (1 core) | best samples/s | median | runs | best vs pipeline decode only |")
+    print("|---|---|---|---|---|")
+    for name, median, rates in results:
         runs = ", ".join(f"{r:.0f}" for r in rates)
-        print(f"| {name} | {rate:.0f} | {runs} | {rate / reference:.0%} |")
+        print(f"| {name} | {max(rates):.0f} | {median:.0f} | {runs} | "
+              f"{max(rates) / reference:.0%} |")
     print("\n| numpy step, outside tf.data | us per call (median) |")
     print("|---|---|")
     for name, micros in steps:

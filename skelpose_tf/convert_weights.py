@@ -54,6 +54,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 from skelpose_tf.torch_checkpoint import READERS, read_state_dict  # noqa: E402
 
 CHECKPOINT_KINDS = ("auto", "pose", "imagenet")
@@ -200,6 +201,13 @@ def detect_checkpoint_kind(state_dict):
     return "pose"
 
 
+def _resolve_kind(state_dict, checkpoint_kind):
+    if checkpoint_kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"checkpoint_kind must be one of {CHECKPOINT_KINDS}. "
+                         f"Received: checkpoint_kind={checkpoint_kind!r}")
+    return detect_checkpoint_kind(state_dict) if checkpoint_kind == "auto" else checkpoint_kind
+
+
 def checkpoint_width(state_dict, source="checkpoint"):
     """HRNet width C of a state dict, read from `transition1.0.0.weight` `[C, 256, 3, 3]`."""
     if WIDTH_TENSOR not in state_dict:
@@ -249,6 +257,9 @@ class WeightImportReport:
         lines += listing("kept their own initialisation", self.own_init_layers)
         return "\n".join(lines)
 
+    def __str__(self):
+        return self.summary()
+
 
 def _group_names(names):
     """Collapse tensor names to their module prefixes for listing (`incre_modules.0.*`)."""
@@ -288,27 +299,33 @@ def _is_imagenet_extra(name, last_stage4_module):
     return bool(match) and int(match[1]) == last_stage4_module and int(match[2]) > 0
 
 
-def _check_width_and_keypoints(bindings, state_dict, kind, source):
-    """Clear errors for a checkpoint of another HRNet width or keypoint count."""
-    by_name = {b.torch_name: b for b in bindings}
-    if WIDTH_TENSOR in by_name and WIDTH_TENSOR in state_dict:
-        model_width = by_name[WIDTH_TENSOR].torch_shape()[0]
-        width = checkpoint_width(state_dict, source)
-        if width != model_width:
+def check_width_and_keypoints(state_dict, width, num_keypoints, checkpoint_kind,
+                              source="checkpoint"):
+    """Clear errors for a checkpoint of another HRNet width or keypoint count.
+
+    Args:
+        state_dict: name -> array (PyTorch names).
+        width: the model's HRNet width.
+        num_keypoints: the model's keypoint count (checked for pose checkpoints only).
+        checkpoint_kind: "pose" or "imagenet".
+        source: file name for messages.
+    """
+    if WIDTH_TENSOR in state_dict:
+        found = checkpoint_width(state_dict, source)
+        if found != width:
             raise ValueError(
-                f"{source}: the checkpoint is HRNet-W{width} ({WIDTH_TENSOR} "
-                f"{tuple(np.shape(state_dict[WIDTH_TENSOR]))}) but the model is "
-                f"W{model_width}; build the model with width={width} (--width {width})"
+                f"{source}: the checkpoint is HRNet-W{found} ({WIDTH_TENSOR} "
+                f"{tuple(np.shape(state_dict[WIDTH_TENSOR]))}) but the model is W{width}; "
+                f"build the model with width={found} (--width {found})"
             )
     head = f"{HEAD_MODULE}.weight"
-    if kind == "pose" and head in by_name and head in state_dict:
-        model_keypoints = by_name[head].torch_shape()[0]
-        keypoints = int(np.shape(state_dict[head])[0])
-        if keypoints != model_keypoints:
+    if checkpoint_kind == "pose" and head in state_dict:
+        found = int(np.shape(state_dict[head])[0])
+        if found != num_keypoints:
             raise ValueError(
-                f"{source}: the checkpoint predicts {keypoints} keypoints ({head} "
-                f"{tuple(np.shape(state_dict[head]))}) but the model has {model_keypoints}; "
-                f"use a keypoint set with {keypoints} keypoints (--keypoint_set), or start "
+                f"{source}: the checkpoint predicts {found} keypoints ({head} "
+                f"{tuple(np.shape(state_dict[head]))}) but the model has {num_keypoints}; "
+                f"use a keypoint set with {found} keypoints (--keypoint_set), or start "
                 "from an ImageNet (backbone) checkpoint"
             )
 
@@ -335,12 +352,11 @@ def load_state_dict_into_model(model, state_dict, checkpoint_kind="auto", allow_
         ValueError: another width or keypoint count, or a tensor of the wrong shape.
         WeightImportError: unused or missing tensors that were not allowed.
     """
-    if checkpoint_kind not in CHECKPOINT_KINDS:
-        raise ValueError(f"checkpoint_kind must be one of {CHECKPOINT_KINDS}. "
-                         f"Received: checkpoint_kind={checkpoint_kind!r}")
-    kind = detect_checkpoint_kind(state_dict) if checkpoint_kind == "auto" else checkpoint_kind
+    kind = _resolve_kind(state_dict, checkpoint_kind)
     bindings = _bindings(model)
-    _check_width_and_keypoints(bindings, state_dict, kind, source)
+    shapes = {b.torch_name: b.torch_shape() for b in bindings}
+    check_width_and_keypoints(state_dict, shapes[WIDTH_TENSOR][0],
+                              shapes[f"{HEAD_MODULE}.weight"][0], kind, source)
 
     own_init = {SKELETAL_LAYER} | ({HEAD_LAYER} if kind == "imagenet" else set())
     last_stage4 = _last_stage4_module(bindings)
@@ -510,16 +526,21 @@ def convert_checkpoint(checkpoint, out, width=None, keypoint_set="coco", checkpo
     Returns:
         `WeightImportReport`.
     """
-    from skelpose_tf.models.pose_model import build_pose_model
-
     if not str(out).endswith(".weights.h5"):
         raise ValueError(f"The output file must end in '.weights.h5'. Received: out={out!r}")
     state = read_state_dict(checkpoint, reader)
     if width is None:
         width = checkpoint_width(state, checkpoint)
+    kind = _resolve_kind(state, checkpoint_kind)
+    # Fail before TensorFlow is loaded and the model built.
+    check_width_and_keypoints(state, width, get_keypoint_set(keypoint_set).num_keypoints, kind,
+                              str(checkpoint))
+
+    from skelpose_tf.models.pose_model import build_pose_model
+
     model = build_pose_model(width, CONVERSION_INPUT_SIZE, keypoint_set,
                              skeletal_attention=False)
-    report = load_state_dict_into_model(model, state, checkpoint_kind, allow_missing,
+    report = load_state_dict_into_model(model, state, kind, allow_missing,
                                         allow_unused, source=str(checkpoint))
     out_dir = os.path.dirname(os.path.abspath(out))
     os.makedirs(out_dir, exist_ok=True)

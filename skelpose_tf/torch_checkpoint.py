@@ -155,7 +155,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def __init__(self, file, source, storage_factory):
-        super().__init__(file)
+        super().__init__(file, encoding="utf-8")
         self.source = source
         self.storage_factory = storage_factory
 

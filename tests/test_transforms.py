@@ -109,6 +109,32 @@ def test_warped_blob_lands_where_the_matrix_maps_its_centre():
     np.testing.assert_allclose(centroid, expected, atol=0.15)
 
 
+@pytest.mark.parametrize("center, scale, rotation, flip", [
+    ([60.0, 45.0], [30.0, 40.0], 0.0, False),  # small region inside the image
+    ([60.0, 45.0], [60.0, 80.0], 37.0, True),  # rotated
+    ([5.0, 80.0], [60.0, 80.0], -20.0, False),  # cut by the image border
+    ([60.0, 45.0], [600.0, 800.0], 10.0, False),  # larger than the image
+])
+def test_warping_only_the_source_window_gives_the_same_crop(center, scale, rotation, flip):
+    image = np.random.default_rng(6).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    matrix = transforms.affine_matrix(center, scale, rotation, (64, 48), flip)
+    full = cv2.warpAffine(image, matrix, (48, 64), flags=cv2.INTER_LINEAR)
+    x0, y0, x1, y1 = transforms.source_window(matrix, (64, 48), image.shape[:2])
+    assert 0 <= x0 <= x1 <= 119 and 0 <= y0 <= y1 <= 89
+    window = cv2.warpAffine(image[y0 : y1 + 1, x0 : x1 + 1],
+                            transforms.shift_source(matrix, x0, y0), (48, 64),
+                            flags=cv2.INTER_LINEAR)
+    assert np.abs(window.astype(int) - full.astype(int)).max() <= 1
+
+
+def test_source_window_bounds():
+    matrix = transforms.affine_matrix([500.0, 45.0], [30.0, 40.0], 0.0, (64, 48))
+    assert transforms.source_window(matrix, (64, 48), (90, 120)) is None
+    # region x in [54, 66], y in [37, 53]: one more pixel on each side for bilinear sampling
+    matrix = transforms.affine_matrix([60.0, 45.0], [12.0, 16.0], 0.0, (64, 48))
+    assert transforms.source_window(matrix, (64, 48), (90, 120)) == (53, 36, 67, 54)
+
+
 def test_affine_matrix_broadcasts_over_people():
     centers = np.asarray([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0]])
     scales = np.asarray([[30.0, 40.0], [60.0, 80.0], [15.0, 20.0]])

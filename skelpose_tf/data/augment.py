@@ -170,10 +170,15 @@ def sample_augmentation(rng, center, scale, keypoints, visibility, upper_body, a
         if region is not None:
             center, scale = region
     sf = config.scale_factor
-    scale = scale * np.float32(np.clip(rng.standard_normal() * sf + 1.0, 1.0 - sf, 1.0 + sf))
+    scale = scale * np.float32(_clip(rng.standard_normal() * sf + 1.0, 1.0 - sf, 1.0 + sf))
     rotation = 0.0
     if rng.random() < config.rotation_prob:
         rf = config.rotation_factor
-        rotation = float(np.clip(rng.standard_normal() * rf, -2.0 * rf, 2.0 * rf))
+        rotation = _clip(rng.standard_normal() * rf, -2.0 * rf, 2.0 * rf)
     flip = bool(rng.random() < config.flip_prob)
     return Augmentation(center=center, scale=scale, rotation=rotation, flip=flip)
+
+
+def _clip(value, low, high) -> float:
+    """min(max(value, low), high) for a Python scalar (np.clip costs microseconds per call)."""
+    return float(min(max(value, low), high))

@@ -1,6 +1,6 @@
 """A PNG contact sheet of a COCO-format keypoint data set: images with their annotations drawn.
 
-Each person's box is drawn with its annotation id, its labelled keypoints as discs (v=2, visible)
+Each person's box is drawn numbered within its image, its labelled keypoints as discs (v=2, visible)
 or rings (v=1, labelled but covered), coloured by side (drawing.LEFT_RGB / RIGHT_RGB / CENTRE_RGB).
 Meant for checking a data set by eye, e.g. the synthetic one:
 
@@ -19,6 +19,7 @@ from absl import app, flags
 
 from skelpose_tf import drawing
 from skelpose_tf.keypoints import get_keypoint_set
+
 
 def make_contact_sheet(annotation_file, image_dir, keypoint_set, num=12, cols=4, start=0,
                        scale=1.0):  # fmt: skip
@@ -52,10 +53,10 @@ def make_contact_sheet(annotation_file, image_dir, keypoint_set, num=12, cols=4,
         if scale != 1.0:
             canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         people = by_image.get(entry["id"], [])
-        for annotation in people:
+        for number, annotation in enumerate(people, start=1):
             x, y, w, h = annotation["bbox"]
             box = [(x + 0.5) * scale - 0.5, (y + 0.5) * scale - 0.5, w * scale, h * scale]
-            canvas = drawing.draw_box(canvas, box, (255, 255, 255), 1, str(annotation["id"] % 100))
+            canvas = drawing.draw_box(canvas, box, (255, 255, 255), 1, str(number))
             values = np.asarray(annotation["keypoints"], np.float64).reshape(k, 3)
             points = (values[:, :2] + 0.5) * scale - 0.5
             canvas = drawing.draw_pose(canvas, points, values[:, 2], keypoint_set, threshold=0,

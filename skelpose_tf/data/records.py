@@ -57,10 +57,6 @@ class PersonRecord:
     annotation_id: int = -1
     head_box: np.ndarray | None = None
 
-    @property
-    def num_keypoints(self) -> int:
-        return int(self.keypoints.shape[0])
-
 
 class SkipReport:
     """A thread-safe tally of inputs that were skipped or repaired, by reason.

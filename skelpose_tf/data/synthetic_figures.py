@@ -167,6 +167,9 @@ POSE_FAMILIES = (
     "standing", "walking", "running", "arms_raised", "waving", "sitting", "squatting",
     "star", "bending", "kicking", "boxing",
 )  # fmt: skip
+# Mostly standing and walking people, as in COCO.
+_FAMILY_WEIGHTS = np.array([4.5, 5, 2, 1.5, 1.5, 2, 1, 0.7, 1, 0.7, 1.5])
+_FAMILY_WEIGHTS = _FAMILY_WEIGHTS / _FAMILY_WEIGHTS.sum()
 
 
 def _side_angles(shoulder_flex, shoulder_abd, elbow, hip_flex, hip_abd, knee):
@@ -254,10 +257,6 @@ def sample_pose(rng: np.random.Generator) -> dict:
     pose.update(_sample_view(rng))
     return pose
 
-
-# Mostly standing and walking people, as in COCO.
-_FAMILY_WEIGHTS = np.array([4.5, 5, 2, 1.5, 1.5, 2, 1, 0.7, 1, 0.7, 1.5])
-_FAMILY_WEIGHTS = _FAMILY_WEIGHTS / _FAMILY_WEIGHTS.sum()
 
 
 def _sample_view(rng: np.random.Generator) -> dict:

@@ -108,16 +108,24 @@ def affine_matrix(center, scale, rotation, output_size, flip=False) -> np.ndarra
     d = sy * cos
     tx = (out_w - 1) / 2.0 - (a * center[..., 0] + b * center[..., 1])
     ty = (out_h - 1) / 2.0 - (c * center[..., 0] + d * center[..., 1])
-    a, b, c, d, tx, ty = np.broadcast_arrays(a, b, c, d, tx, ty)
-    return np.stack([np.stack([a, b, tx], -1), np.stack([c, d, ty], -1)], -2)
+    matrix = np.empty(np.broadcast_shapes(a.shape, b.shape, c.shape, tx.shape) + (2, 3))
+    matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 0, 2] = a, b, tx
+    matrix[..., 1, 0], matrix[..., 1, 1], matrix[..., 1, 2] = c, d, ty
+    return matrix
 
 
 def invert_affine(matrix) -> np.ndarray:
     """Inverse of 2 x 3 affine matrices: float [..., 2, 3] -> float64 [..., 2, 3]."""
     matrix = np.asarray(matrix, np.float64)
-    linear = np.linalg.inv(matrix[..., :, :2])
-    shift = -np.einsum("...ij,...j->...i", linear, matrix[..., :, 2])
-    return np.concatenate([linear, shift[..., None]], axis=-1)
+    a, b, tx = matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 0, 2]
+    c, d, ty = matrix[..., 1, 0], matrix[..., 1, 1], matrix[..., 1, 2]
+    det = a * d - b * c
+    inverse = np.empty(matrix.shape)
+    inverse[..., 0, 0], inverse[..., 0, 1] = d / det, -b / det
+    inverse[..., 1, 0], inverse[..., 1, 1] = -c / det, a / det
+    inverse[..., 0, 2] = -(inverse[..., 0, 0] * tx + inverse[..., 0, 1] * ty)
+    inverse[..., 1, 2] = -(inverse[..., 1, 0] * tx + inverse[..., 1, 1] * ty)
+    return inverse
 
 
 def apply_affine(points, matrix) -> np.ndarray:
@@ -134,6 +142,39 @@ def apply_affine(points, matrix) -> np.ndarray:
     matrix = np.asarray(matrix, np.float64)
     mapped = np.einsum("...ij,...kj->...ki", matrix[..., :, :2], points) + matrix[..., None, :, 2]
     return mapped.astype(np.float32)
+
+
+def source_window(matrix, output_size, image_size):
+    """The part of the image that a crop samples: the pixel box needed by bilinear warping.
+
+    Args:
+        matrix: float [2, 3], image pixels -> crop pixels (`affine_matrix`).
+        output_size: (height, width) of the crop.
+        image_size: (height, width) of the image.
+
+    Returns:
+        (x0, y0, x1, y1) inclusive integer pixel bounds inside the image, or None when the crop
+        lies entirely outside the image. Warping `image[y0:y1 + 1, x0:x1 + 1]` with the matrix
+        shifted by (x0, y0) (`shift_source`) gives the same crop as warping the whole image.
+    """
+    out_h, out_w = output_size
+    corners = np.asarray([[-0.5, -0.5], [out_w - 0.5, -0.5], [-0.5, out_h - 0.5],
+                          [out_w - 0.5, out_h - 0.5]])
+    source = apply_affine(corners, invert_affine(matrix)).astype(np.float64)
+    height, width = image_size
+    x0, y0 = np.maximum(np.floor(source.min(axis=0)) - 1, 0).astype(int)
+    x1 = int(min(np.ceil(source[:, 0].max()) + 1, width - 1))
+    y1 = int(min(np.ceil(source[:, 1].max()) + 1, height - 1))
+    if x0 > x1 or y0 > y1:
+        return None
+    return int(x0), int(y0), x1, y1
+
+
+def shift_source(matrix, x0, y0) -> np.ndarray:
+    """The matrix for a source image cut at (x0, y0): p_window = p_image - (x0, y0)."""
+    matrix = np.array(matrix, np.float64)
+    matrix[:, 2] += matrix[:, :2] @ np.asarray([x0, y0], np.float64)
+    return matrix
 
 
 def crop_to_image(points, center, scale, input_size) -> np.ndarray:

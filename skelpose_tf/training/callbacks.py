@@ -133,9 +133,8 @@ class ValidationCallback(keras.callbacks.Callback):
         if (epoch + 1) % self.every_epochs and epoch + 1 != self.total_epochs:
             return
         metrics = self.evaluate_fn(network)
-        for name, value in metrics.items():
-            if logs is not None and isinstance(value, (int, float)):
-                logs[f"val_{name}"] = value
+        if logs is not None:
+            logs[f"val_{self.monitor}"] = metrics[self.monitor]
         best_key = f"best_{self.monitor}"
         value = metrics[self.monitor]
         improved = value > self.state.get(best_key, -np.inf)

@@ -24,7 +24,9 @@ class TrainConfig:
         val_head_boxes: MPII `gt_valid.mat`-style head boxes (else the JSON `headbox` fields).
         keypoint_set: "coco", "mpii" or a JSON path.
     Model:
-        width, input_size (h, w), skeletal_attention, sigma (0: official default for the size),
+        width, input_size (h, w), skeletal_attention, tiny_topology (one module and one
+        block per stage: the official structure at a fraction of the depth, for quick CPU
+        runs and tests), sigma (0: official default for the size),
         skeletal_loss_weight (lambda), backbone_weights (a path or "" for none).
     Optimisation:
         batch_size per replica, epochs, steps_per_epoch (0: one pass over the training people),
@@ -53,6 +55,7 @@ class TrainConfig:
     width: int = 32
     input_size: tuple = (256, 192)
     skeletal_attention: bool = True
+    tiny_topology: bool = False
     sigma: float = 0.0
     skeletal_loss_weight: float = 0.2
     backbone_weights: str = ""

@@ -187,9 +187,17 @@ def train(config: TrainConfig, out=sys.stdout):
     total_steps = config.epochs * steps_per_epoch
 
     with strategy.scope():
+        topology = {}
+        if config.tiny_topology:
+            topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1)
         network = build_pose_model(config.width, config.input_size, keypoint_set,
-                                   config.skeletal_attention, dtype=policy)
+                                   config.skeletal_attention, dtype=policy, **topology)
         if config.backbone_weights:
+            if not os.path.exists(config.backbone_weights):
+                raise FileNotFoundError(
+                    f"--backbone_weights={config.backbone_weights} does not exist. Convert a "
+                    "published checkpoint first (README, 'Published HRNet weights') or pass "
+                    "--backbone_weights=none to start from random initialisation.")
             from skelpose_tf.convert_weights import load_backbone_weights
 
             print(load_backbone_weights(network, config.backbone_weights), file=out, flush=True)
@@ -229,7 +237,7 @@ def train(config: TrainConfig, out=sys.stdout):
     callbacks = [
         cb.NanGuard(),
         cb.ValidationCallback(
-            lambda net: _plain(evaluate_network(
+            lambda net: _numbers(evaluate_network(
                 net, val_subset, data, config, os.path.join(config.run_dir, "validation"),
                 image_ids=sorted({int(r.image_id) for r in val_subset}))),
             config.run_dir, config.val_every_epochs, config.epochs, state,
@@ -251,6 +259,9 @@ def train(config: TrainConfig, out=sys.stdout):
                     steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=config.verbose)
     train_seconds = time.time() - started
     summary = final_evaluation(config, data, network, out)
+    monitor = "PCKh" if config.dataset == "mpii" else "AP"
+    summary.update({f"{monitor} ({source.replace('_', ' ')})": result[monitor]
+                    for source, result in list(summary.items())})
     summary.update(run_dir=config.run_dir, steps=int(trainer.optimizer.iterations.numpy()),
                    train_seconds=round(train_seconds, 1), skipped=data.report.summary(),
                    best_epoch=state.get("best_epoch"))
@@ -259,7 +270,7 @@ def train(config: TrainConfig, out=sys.stdout):
     return summary
 
 
-def _plain(metrics):
+def _numbers(metrics):
     """Numbers only (for logs and the validation history)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
 

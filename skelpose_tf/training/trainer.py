@@ -53,6 +53,9 @@ class PoseTrainer(keras.Model):
         self.skeletal_loss_weight = float(skeletal_loss_weight)
         self.vector_logs = bool(vector_logs)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
+        # The wrapped functional network is built already, so the trainer is too (saving and
+        # BackupAndRestore-style restores require a built model).
+        self.built = True
 
     @property
     def metrics(self):

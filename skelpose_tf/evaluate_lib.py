@@ -1,0 +1,496 @@
+"""Model + data -> metrics: COCO keypoint AP/AR and MPII PCKh of a pose network.
+
+Used by `evaluate.py`, `ablation.py` and training's final evaluation. One forward pass per
+person (flip-averaged when `flip_test`, `skelpose_tf.inference.PosePredictor`) is decoded by
+one or several decoders from the same heatmaps; each decoder's keypoints, mapped back to
+original-image pixels through the inverse crop transform, are scored separately:
+
+- COCO (`evaluate_coco_model`): person boxes from the ground truth (paper Table I) or from a
+  detector file (`COCO_val2017_detections_AP_H_56_person.json` format); rescoring, OKS-NMS,
+  the results JSON and pycocotools' COCOeval as the official HRNet evaluation
+  (`skelpose_tf.inference.coco_evaluate`). Every result names its box source.
+- MPII (`evaluate_mpii_model`): the annotation's person centres and scales, PCKh@0.5 per joint
+  group and the @0.5 / @0.1 means with head size 0.6 x head-box diagonal. With a
+  `gt_valid.mat`-style file the ground truth comes from it, as the official code; people
+  without a prediction (an unreadable image) then count as misses.
+
+Data default to the synthetic data set (`resolve_data_source`), so everything runs offline.
+
+Example:
+    source = resolve_data_source("coco", data_dir="data/synthetic")
+    evaluation = evaluate_model(network, source, decoders=["weighted"], out_dir="runs/x/eval")
+    print(evaluation["weighted"].format_table(title="synthetic val", row_label="W32"))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import scipy.io
+
+from skelpose_tf.data.coco import read_coco_detections, read_coco_keypoints
+from skelpose_tf.data.mpii import read_mpii
+from skelpose_tf.data.pipeline import make_eval_dataset
+from skelpose_tf.data.records import SkipReport
+from skelpose_tf.evaluation import report
+from skelpose_tf.evaluation.coco_metric import (
+    GROUND_TRUTH_BOXES,
+    CocoKeypointMetric,
+    CocoKeypointResult,
+    detector_box_source,
+    evaluate_results_file,
+    load_coco_ground_truth,
+)
+from skelpose_tf.evaluation.mpii_pckh import (
+    EXCLUDED_FROM_MEAN,
+    PCKH_GROUPS,
+    PckhResult,
+    compute_pckh,
+    read_mpii_gt_mat,
+)
+from skelpose_tf.inference import PosePredictor, codec_for_model, coco_evaluate, run_inference
+
+COCO = "coco"
+MPII = "mpii"
+DATASETS = (COCO, MPII)
+DEFAULT_DATA_DIR = "data/synthetic"
+MPII_BOX_SOURCE = "MPII annotated person centres and scales"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """The people an evaluation runs on.
+
+    Attributes:
+        dataset: "coco" (COCO keypoint format, AP/AR) or "mpii" (HRNet's MPII JSON, PCKh).
+        annotation_file: COCO keypoint JSON or MPII JSON.
+        image_dir: folder the annotation's file names are relative to.
+        det_boxes_json: COCO only: detector boxes ("" = ground-truth boxes).
+        head_boxes: MPII only: `gt_valid.mat`-style ground truth ("" = the JSON `headbox`
+            fields and joints).
+        synthetic_dir: the synthetic data set's root when the files are its own, else "".
+    """
+
+    dataset: str
+    annotation_file: str
+    image_dir: str
+    det_boxes_json: str = ""
+    head_boxes: str = ""
+    synthetic_dir: str = ""
+
+    @property
+    def box_source(self) -> str:
+        """Which person boxes the predictions use, for every report."""
+        if self.dataset == MPII:
+            return MPII_BOX_SOURCE
+        return detector_box_source(self.det_boxes_json) if self.det_boxes_json else GROUND_TRUTH_BOXES
+
+    def describe(self) -> str:
+        """One line: data set, annotation file and, for the synthetic set, its root."""
+        where = f"synthetic data set in {self.synthetic_dir}, " if self.synthetic_dir else ""
+        return f"{self.dataset.upper()} format: {where}{self.annotation_file}"
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "box_source": self.box_source}
+
+
+def ensure_synthetic_dataset(data_dir: str, out=sys.stdout):
+    """The synthetic data set's `DatasetPaths` in `data_dir`, generated first if missing.
+
+    Generated with the generator's defaults (2000 train + 200 val images, seed 0), the same set
+    training's default makes, so a later `train.py` run finds it ready.
+    """
+    from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
+
+    paths = dataset_paths(data_dir)
+    if not paths.exists():
+        print(f"data: generating the synthetic data set in {data_dir} (first use; it is kept)",
+              file=out, flush=True)
+        paths = generate_dataset(data_dir, seed=0, workers=os.cpu_count() or 1)
+    return paths
+
+
+def _require_file(path: str, what: str) -> None:
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} not found: {path}")
+
+
+def resolve_data_source(dataset: str, data_dir: str = DEFAULT_DATA_DIR, annotation_file: str = "",
+                        image_dir: str = "", det_boxes_json: str = "", head_boxes: str = "",
+                        out=sys.stdout) -> DataSource:
+    """Check the evaluation inputs; without an annotation file, use the synthetic data set.
+
+    Args:
+        dataset: "coco" or "mpii".
+        data_dir: the synthetic data set's root, used (and generated if missing) when no
+            `annotation_file` is given; its val split is evaluated (for MPII with its
+            `mpii_gt_val.mat` head boxes unless `head_boxes` is given).
+        annotation_file, image_dir: a COCO keypoint JSON or an MPII JSON and its image folder
+            (both or neither).
+        det_boxes_json: COCO only: detector boxes instead of the ground-truth boxes.
+        head_boxes: MPII only: a `gt_valid.mat`-style file.
+        out: stream for the generation message.
+
+    Raises:
+        ValueError: an unknown data set, a flag that does not apply to it, or a missing file.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
+    if dataset == MPII and det_boxes_json:
+        raise ValueError("Detector boxes (--det_boxes_json) apply to COCO only; MPII is evaluated "
+                         "on its annotated person centres and scales, as the official code.")
+    if dataset == COCO and head_boxes:
+        raise ValueError("Head boxes (--head_boxes) apply to MPII only (--dataset=mpii).")
+    if bool(annotation_file) != bool(image_dir):
+        raise ValueError("Pass both the annotation file (--ann) and its image folder (--images), "
+                         "or neither to use the synthetic data set. Received: "
+                         f"ann={annotation_file!r}, images={image_dir!r}")
+    synthetic_dir = ""
+    if not annotation_file:
+        paths = ensure_synthetic_dataset(data_dir, out)
+        synthetic_dir = data_dir
+        image_dir = paths.val_images
+        if dataset == COCO:
+            annotation_file = paths.val_annotations
+        else:
+            annotation_file = paths.mpii_val
+            head_boxes = head_boxes or paths.mpii_gt_val
+    _require_file(annotation_file, "Annotation file (--ann)")
+    if not os.path.isdir(image_dir):
+        raise ValueError(f"Image folder (--images) not found: {image_dir}")
+    if det_boxes_json:
+        _require_file(det_boxes_json, "Detector box file (--det_boxes_json)")
+    if head_boxes:
+        _require_file(head_boxes, "Head box file (--head_boxes)")
+    return DataSource(dataset, annotation_file, image_dir, det_boxes_json, head_boxes,
+                      synthetic_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One network scored with one decoder.
+
+    Attributes:
+        dataset: "coco" or "mpii".
+        decoder: the decoder whose keypoints were scored.
+        flip_test: whether heatmaps were flip-averaged.
+        box_source: which person boxes were used.
+        metric: a `CocoKeypointResult` (COCO) or a `PckhResult` (MPII).
+        num_people: person crops predicted.
+        files: what was written: {"results": COCO results JSON} or {"predictions": MPII JSON,
+            "pred_mat": official-layout pred.mat}.
+        notes: extra facts for the report (skipped inputs, people without a prediction).
+        seconds: inference time of the forward pass (shared by all decoders of one pass).
+    """
+
+    dataset: str
+    decoder: str
+    flip_test: bool
+    box_source: str
+    metric: CocoKeypointResult | PckhResult
+    num_people: int
+    files: dict
+    notes: tuple
+    seconds: float
+
+    @property
+    def table_row(self) -> dict:
+        """The paper's columns as percentages: COCO mAP ... mAR, or MPII Head ... Mean@0.1."""
+        if self.dataset == COCO:
+            return report.coco_table_row(self.metric.stats)
+        return report.pckh_table_row(self.metric.table_values())
+
+    def format_table(self, title: str, row_label: str = "result", style: str = "text") -> str:
+        """The paper's table layout (COCO Table I with the box source, or MPII PCKh).
+
+        The title gets the decoder and the flip-test setting appended.
+        """
+        title = f"{title} (decoder {self.decoder}, flip test {'on' if self.flip_test else 'off'})"
+        if self.dataset == COCO:
+            return report.format_coco_table(self.metric.stats, self.box_source, title, row_label,
+                                            style)
+        return report.format_pckh_table(self.metric.table_values(), title, row_label, style,
+                                        official_mean_at_0_1=self.metric.mean_at_0_1_official)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: settings, the table row (percent), the raw metric (fractions), files."""
+        fields = {
+            "dataset": self.dataset,
+            "decoder": self.decoder,
+            "flip_test": self.flip_test,
+            "box_source": self.box_source,
+            "table": self.table_row,
+            "num_people": self.num_people,
+            "files": dict(self.files),
+            "notes": list(self.notes),
+            "inference_seconds": round(self.seconds, 2),
+        }
+        if self.dataset == COCO:
+            fields.update({k: v for k, v in self.metric.to_dict().items() if k not in fields})
+        else:
+            fields["pckh"] = self.metric.to_dict()
+        return fields
+
+
+def _predict(network, records, decoders, flip_test, batch_size, top_n, report_, log_every, out):
+    """Flip-tested inference over `records`; `run_inference` output plus the elapsed seconds."""
+    codec = codec_for_model(network, decoder=decoders[0], top_n=top_n)
+    predictor = PosePredictor(network, codec, flip_test=flip_test)
+    dataset = make_eval_dataset(records, network.keypoint_set, network.input_size, batch_size,
+                                report=report_)
+    started = time.time()
+    predictions = run_inference(predictor, dataset, decoders=decoders, log_every=log_every,
+                                out=out)
+    return predictions, time.time() - started
+
+
+def _check_decoders(decoders) -> list:
+    from skelpose_tf.codec import DECODERS
+
+    decoders = [decoders] if isinstance(decoders, str) else list(decoders)
+    unknown = [d for d in decoders if d not in DECODERS]
+    if not decoders or unknown:
+        raise ValueError(f"decoders must be a non-empty list of {DECODERS}. Received: {decoders!r}")
+    return list(dict.fromkeys(decoders))
+
+
+def _skip_notes(report_: SkipReport) -> tuple:
+    skipped = report_.skipped
+    return (f"inputs left out or repaired: {report_.summary()}",) if skipped else ()
+
+
+def _annotated_keypoint_count(coco_gt) -> int | None:
+    """Keypoints per person of the file's keypoint category (None when it names none)."""
+    named = [c for c in coco_gt.dataset.get("categories", []) if c.get("keypoints")]
+    if len(named) == 1:
+        return len(named[0]["keypoints"])
+    annotations = [a for a in coco_gt.dataset.get("annotations", []) if a.get("keypoints")]
+    return len(annotations[0]["keypoints"]) // 3 if annotations else None
+
+
+def _check_coco_keypoints(network, annotation_file) -> None:
+    """Refuse a network of another keypoint set before any inference runs."""
+    count = _annotated_keypoint_count(load_coco_ground_truth(annotation_file))
+    keypoint_set = network.keypoint_set
+    if count is not None and count != keypoint_set.num_keypoints:
+        raise ValueError(
+            f"The network predicts {keypoint_set.num_keypoints} keypoints (keypoint set "
+            f"{keypoint_set.name!r}) but {annotation_file} annotates {count} per person: the "
+            "weights belong to another keypoint set."
+        )
+
+
+def evaluate_coco_model(network, annotation_file, image_dir, det_boxes_json="",
+                        decoder="weighted", flip_test=True, batch_size=32, out_dir="eval",
+                        top_n=20, log_every=50, out=sys.stdout) -> Evaluation:
+    """COCO keypoint AP/AR of `network` with one decoder (see `evaluate_coco_decoders`)."""
+    return evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json, [decoder],
+                                  flip_test, batch_size, out_dir, top_n, log_every, out)[decoder]
+
+
+def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="",
+                           decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
+                           top_n=20, log_every=50, out=sys.stdout) -> dict:
+    """COCO keypoint AP/AR of `network` for each decoder, from one forward pass.
+
+    Args:
+        network: a `PoseHRNet` (anything with `input_size`, `keypoint_set` and a call that
+            returns {"heatmaps": [B, h, w, K]} from raw RGB crops).
+        annotation_file: COCO keypoint JSON (the ground truth, and the image table).
+        image_dir: folder of its images.
+        det_boxes_json: detector boxes; "" uses the ground-truth boxes of people with labelled
+            keypoints (paper Table I).
+        decoders: decoder names (`skelpose_tf.codec.DECODERS`).
+        flip_test: average the heatmaps of each crop and its mirror image.
+        batch_size: crops per forward pass.
+        out_dir: where `keypoints_results_<decoder>.json` are written.
+        top_n: N of the weighted decoder (paper: 20).
+        log_every: progress line every this many batches (0: never).
+        out: stream for progress lines.
+
+    Returns:
+        {decoder: `Evaluation`} (metric: `CocoKeypointResult`).
+
+    Raises:
+        ValueError: a network of another keypoint set, or no person to evaluate (e.g. the
+            image folder is wrong: the skipped inputs are listed).
+    """
+    decoders = _check_decoders(decoders)
+    _check_coco_keypoints(network, annotation_file)
+    keypoint_set = network.keypoint_set
+    skip_report = SkipReport()
+    if det_boxes_json:
+        records = read_coco_detections(det_boxes_json, annotation_file, image_dir, keypoint_set,
+                                       network.input_size, report=skip_report)
+        box_source = detector_box_source(det_boxes_json)
+    else:
+        records = read_coco_keypoints(annotation_file, image_dir, keypoint_set,
+                                      network.input_size, report=skip_report)
+        box_source = GROUND_TRUTH_BOXES
+    if not records:
+        raise ValueError(f"No person to evaluate in {det_boxes_json or annotation_file} with "
+                         f"images in {image_dir}: {skip_report.summary()}")
+    predictions, seconds = _predict(network, records, decoders, flip_test, batch_size, top_n,
+                                    skip_report, log_every, out)
+    os.makedirs(out_dir, exist_ok=True)
+    evaluations = {}
+    for decoder in decoders:
+        results_file = os.path.join(out_dir, f"keypoints_results_{decoder}.json")
+        result = coco_evaluate(predictions, decoder, annotation_file, keypoint_set, box_source,
+                               results_file)
+        evaluations[decoder] = Evaluation(
+            COCO, decoder, bool(flip_test), box_source, result, len(predictions["image_id"]),
+            {"results": results_file}, _skip_notes(skip_report), seconds)
+    return evaluations
+
+
+def score_coco_results(results_file, annotation_file, keypoint_set,
+                       box_source="not known (an existing results file was scored)"):
+    """Score an existing COCO keypoint results JSON with pycocotools (no model involved).
+
+    Raises:
+        ValueError: results for images the annotation file does not have, a keypoint count
+            other than the keypoint set's, or an unreadable file.
+    """
+    metric = CocoKeypointMetric(annotation_file, keypoint_set, box_source)
+    try:
+        with open(results_file) as f:
+            num_results = len(json.load(f))
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"Cannot read the results file {results_file}: {error}") from None
+    stats, summary = evaluate_results_file(metric.coco_gt, results_file, keypoint_set.oks_sigmas,
+                                           metric.category_id, source=annotation_file)
+    return CocoKeypointResult(stats, box_source, results_file, annotation_file, num_results,
+                              num_results, len(metric.coco_gt.getImgIds()), summary)
+
+
+def _check_mpii_keypoints(network) -> None:
+    needed = [name for _, names in PCKH_GROUPS for name in names] + list(EXCLUDED_FROM_MEAN)
+    keypoint_set = network.keypoint_set
+    lacking = [name for name in dict.fromkeys(needed) if name not in keypoint_set.keypoint_names]
+    if lacking:
+        raise ValueError(
+            f"MPII PCKh needs a network of the MPII keypoint set; this one predicts keypoint set "
+            f"{keypoint_set.name!r} ({keypoint_set.num_keypoints} keypoints, without "
+            f"{', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}): the weights belong "
+            "to another keypoint set."
+        )
+
+
+def _mpii_ground_truth(records, predictions, head_boxes, keypoint_set):
+    """(joints, missing, head boxes, row of each prediction, people without a prediction)."""
+    if head_boxes:
+        truth = read_mpii_gt_mat(head_boxes, keypoint_set)
+        rows = np.asarray([records[int(i)].annotation_id for i in predictions["record_index"]])
+        unpredicted = len(truth.joints) - len(np.unique(rows))
+        return truth.joints, truth.missing, truth.head_boxes, rows, unpredicted
+    predicted = [records[int(i)] for i in predictions["record_index"]]
+    lacking = [r.annotation_id for r in predicted if r.head_box is None]
+    if lacking:
+        raise ValueError(
+            f"MPII PCKh needs head boxes: {len(lacking)} annotation entries (e.g. #{lacking[0]}) "
+            "have no 'headbox' field; pass a gt_valid.mat-style file (--head_boxes).")
+    joints = np.stack([r.keypoints for r in predicted]).astype(np.float64)
+    missing = np.stack([r.visibility <= 0 for r in predicted])
+    boxes = np.stack([r.head_box for r in predicted]).astype(np.float64)
+    return joints, missing, boxes, np.arange(len(predicted)), 0
+
+
+def _write_mpii_predictions(path, mat_path, keypoints, scores, rows, num_people, records,
+                            predictions):
+    """0-based JSON per predicted person, and the official 1-based `preds` [N, K, 2] .mat."""
+    people = []
+    for n, record_index in enumerate(predictions["record_index"]):
+        record = records[int(record_index)]
+        people.append({
+            "annotation_index": int(record.annotation_id),
+            "image": os.path.basename(record.image_path),
+            "keypoints": np.concatenate([keypoints[n], scores[n][:, None]], -1).round(3).tolist(),
+        })
+    with open(path, "w") as f:
+        json.dump({"coordinates": "0-based image pixels (x, y, score), pixel centres at integers",
+                   "people": people}, f)
+    preds = np.full((num_people, keypoints.shape[1], 2), np.nan)
+    preds[rows] = keypoints + 1.0
+    scipy.io.savemat(mat_path, {"preds": preds})
+
+
+def evaluate_mpii_model(network, annotation_file, image_dir, head_boxes="", decoder="weighted",
+                        flip_test=True, batch_size=32, out_dir="eval", top_n=20, log_every=50,
+                        out=sys.stdout) -> Evaluation:
+    """MPII PCKh of `network` with one decoder (see `evaluate_mpii_decoders`)."""
+    return evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes, [decoder],
+                                  flip_test, batch_size, out_dir, top_n, log_every, out)[decoder]
+
+
+def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="",
+                           decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
+                           top_n=20, log_every=50, out=sys.stdout) -> dict:
+    """MPII PCKh@0.5 (per joint group, mean) and mean PCKh@0.1 for each decoder, one pass.
+
+    Args:
+        network: a pose network of the MPII keypoint set.
+        annotation_file: HRNet-layout MPII JSON (`valid.json`).
+        image_dir: folder of its images.
+        head_boxes: a `gt_valid.mat`-style file: the ground truth (joints, missing flags, head
+            boxes) then comes from it, in the JSON's order, as the official evaluation; people
+            without a prediction count as misses. "" uses the JSON joints and `headbox` fields
+            of the predicted people.
+        decoders, flip_test, batch_size, top_n, log_every, out: as `evaluate_coco_decoders`.
+        out_dir: where `mpii_predictions_<decoder>.json` (0-based) and `pred_<decoder>.mat`
+            (official 1-based `preds` [N, K, 2]) are written.
+
+    Returns:
+        {decoder: `Evaluation`} (metric: `PckhResult`).
+    """
+    decoders = _check_decoders(decoders)
+    _check_mpii_keypoints(network)
+    keypoint_set = network.keypoint_set
+    skip_report = SkipReport()
+    records = read_mpii(annotation_file, image_dir, network.input_size,
+                        keypoint_set=keypoint_set, gt_mat_file=head_boxes or None,
+                        report=skip_report)
+    if not records:
+        raise ValueError(f"No person to evaluate in {annotation_file} with images in "
+                         f"{image_dir}: {skip_report.summary()}")
+    predictions, seconds = _predict(network, records, decoders, flip_test, batch_size, top_n,
+                                    skip_report, log_every, out)
+    joints, missing, boxes, rows, unpredicted = _mpii_ground_truth(records, predictions,
+                                                                   head_boxes, keypoint_set)
+    notes = _skip_notes(skip_report)
+    if unpredicted:
+        notes += (f"{unpredicted} annotated people have no prediction (unreadable images or "
+                  "no person centre) and count as misses",)
+    os.makedirs(out_dir, exist_ok=True)
+    evaluations = {}
+    for decoder in decoders:
+        keypoints = predictions["keypoints"][decoder]
+        full = np.full(joints.shape, np.nan)
+        full[rows] = keypoints
+        result = compute_pckh(full, joints, missing, boxes, keypoint_set)
+        files = {"predictions": os.path.join(out_dir, f"mpii_predictions_{decoder}.json"),
+                 "pred_mat": os.path.join(out_dir, f"pred_{decoder}.mat")}
+        _write_mpii_predictions(files["predictions"], files["pred_mat"], keypoints,
+                                predictions["scores"][decoder], rows, len(joints), records,
+                                predictions)
+        evaluations[decoder] = Evaluation(MPII, decoder, bool(flip_test), MPII_BOX_SOURCE, result,
+                                          len(rows), files, notes, seconds)
+    return evaluations
+
+
+def evaluate_model(network, source: DataSource, decoders=("weighted",), flip_test=True,
+                   batch_size=32, out_dir="eval", top_n=20, log_every=50,
+                   out=sys.stdout) -> dict:
+    """`evaluate_coco_decoders` or `evaluate_mpii_decoders` for a `DataSource`."""
+    if source.dataset == COCO:
+        return evaluate_coco_decoders(network, source.annotation_file, source.image_dir,
+                                      source.det_boxes_json, decoders, flip_test, batch_size,
+                                      out_dir, top_n, log_every, out)
+    return evaluate_mpii_decoders(network, source.annotation_file, source.image_dir,
+                                  source.head_boxes, decoders, flip_test, batch_size, out_dir,
+                                  top_n, log_every, out)

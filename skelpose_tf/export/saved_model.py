@@ -1,0 +1,404 @@
+"""SavedModel export: a frozen TF Serving graph with two named, input-checked signatures.
+
+Signatures (what TF Serving's REST `:predict` and gRPC `Predict` call):
+
+- `serving_default`: person crops at the model's input size.
+  - input `images`: uint8 `[N, H, W, 3]` RGB, values 0-255 (normalised inside the graph).
+  - outputs `keypoints` float32 `[N, K, 2]`, (x, y) in crop pixels with pixel centres at
+    integers (DESIGN.md section 3); `keypoint_scores` float32 `[N, K]`, the heatmap peaks;
+    optionally `heatmaps` float32 `[N, H/4, W/4, K]`.
+- `full_image`: one whole image and person boxes; the crops are cut inside the graph.
+  - inputs `image`: uint8 `[height, width, 3]` RGB, any size; `boxes`: float32 `[M, 4]`,
+    (x, y, w, h) in image pixels (COCO / detector boxes).
+  - outputs `keypoints` float32 `[M, K, 2]`, (x, y) in image pixels; `keypoint_scores`
+    float32 `[M, K]`.
+  Each box becomes the training pipeline's crop region (`transforms.box_to_center_scale`:
+  centre of the box, enlarged to the input's aspect ratio, times `padding` = 1.25) and is cut
+  with the pipeline's affine convention (`transforms.affine_matrix`: region centre on the
+  crop's centre pixel, region edges on the crop's outer pixel edges) by
+  `ImageProjectiveTransformV3` (bilinear, zero outside the image, rounded to integer levels as
+  the pipeline's uint8 crops are). Keypoints go back with the inverse map, as
+  `transforms.crop_to_image` does.
+
+The flip test (`flip_test=True`) and the decoder (`skelpose_tf.codec.DECODERS`) are export
+options; both are baked into the graph.
+
+Bad input fails with a clear error instead of a wrong answer or a crash: the signatures
+reject another dtype (TensorFlow: "expected to be a uint8 tensor but is a float tensor"), and
+in-graph assertions check every shape and the boxes' sizes, e.g.
+"images must be uint8 [N, 256, 192, 3] RGB crops; received shape [1 128 96 3]". (Without them
+TensorFlow does not check shapes against a signature: a wrong crop size runs and returns
+nonsense, and an image without the batch axis aborts the process inside the oneDNN
+convolution.)
+
+Why a frozen graph: the weights are written as constants (`convert_variables_to_constants_v2`)
+instead of as the Keras model's ~1,500 variables. Writing takes ~1 s instead of ~20-40 s,
+loading ~1 s instead of ~7-9 s, the directory is half the size, and the TFLite converter
+reads it without the resource-variable pitfall (`shared/reference/tf-keras-notes.md` 4b). The
+SavedModel is for serving; train further from the `.keras` file.
+
+Example:
+```python
+export_saved_model(network, "export/saved_model", flip_test=True)
+serve = tf.saved_model.load("export/saved_model").signatures["serving_default"]
+serve(images=crops)["keypoints"]          # [N, K, 2] crop pixels
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from skelpose_tf.codec import DECODERS
+from skelpose_tf.inference import PosePredictor, codec_for_model
+from skelpose_tf.models.image_normalization import IMAGENET_MEAN, IMAGENET_STD
+
+SERVING_SIGNATURE = "serving_default"
+FULL_IMAGE_SIGNATURE = "full_image"
+METADATA_FILE = "pose_export.json"
+METADATA_VERSION = 1
+BOX_PADDING = 1.25
+# Elements of a shape that an assertion message shows (TF's default of 3 cuts a 4-D shape).
+_SHAPE_SUMMARY = 8
+
+
+def float32_network(network):
+    """The network with float32 compute, for export (a mixed-precision net is rebuilt).
+
+    A network trained under `mixed_bfloat16` / `mixed_float16` computes in 16 bits, which
+    TFLite's float kernels do not run; its variables are float32 already, so a float32 copy
+    from the same config gets the same weights.
+
+    Args:
+        network: a `PoseHRNet` (anything with `get_config`/`from_config` and `input_size`,
+            `keypoint_set` attributes).
+
+    Returns:
+        `network` itself when every layer computes in float32, else a float32 rebuild.
+    """
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in network.layers):
+        return network
+    config = dict(network.get_config(), dtype="float32")
+    rebuilt = type(network).from_config(config)
+    rebuilt.set_weights(network.get_weights())
+    return rebuilt
+
+
+class ServingGraph:
+    """The exported computations of one pose network (SavedModel and TFLite share them).
+
+    Args:
+        network: a `PoseHRNet` (mixed precision is rebuilt in float32, see `float32_network`).
+        decoder: heatmap decoder baked into the graph, one of `skelpose_tf.codec.DECODERS`.
+        flip_test: average each crop's heatmaps with those of its mirror image.
+        top_n: N of the `weighted` decoder.
+        padding: crop region enlargement around a box in `full_image`.
+
+    Attributes:
+        network, codec, flip_test, padding; `input_size` (H, W), `heatmap_size` (h, w),
+        `keypoint_set`.
+    """
+
+    def __init__(self, network, decoder="weighted", flip_test=True, top_n=20,
+                 padding=BOX_PADDING):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
+        if not padding > 0:
+            raise ValueError(f"padding must be positive. Received: padding={padding!r}")
+        self.network = float32_network(network)
+        self.codec = codec_for_model(self.network, decoder=decoder, top_n=top_n)
+        self.flip_test = bool(flip_test)
+        self.padding = float(padding)
+        self.input_size = tuple(self.codec.input_size)
+        self.heatmap_size = tuple(self.codec.heatmap_size)
+        self.keypoint_set = self.codec.keypoint_set
+        self._predictor = PosePredictor(self.network, self.codec, flip_test=self.flip_test)
+
+    def images_spec(self, batch_size=None) -> tf.TensorSpec:
+        """The `images` input: uint8 [batch_size, H, W, 3] (None: any batch)."""
+        return tf.TensorSpec([batch_size, *self.input_size, 3], tf.uint8, name="images")
+
+    # Graph pieces ----------------------------------------------------------------------------
+    def checked_images(self, images):
+        """`images` after an in-graph check that they are [N, H, W, 3] (any N)."""
+        height, width = self.input_size
+        shape = tf.shape(images)
+        padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)  # any rank has 4 elements
+        ok = tf.logical_and(tf.equal(tf.size(shape), 4),
+                            tf.reduce_all(tf.equal(padded[1:4], [height, width, 3])))
+        return _after_assert(images, ok, [
+            f"images must be uint8 [N, {height}, {width}, 3] RGB crops; received shape", shape])
+
+    def heatmaps(self, images):
+        """float32 [N, h, w, K] heatmaps of uint8 crops (flip-averaged with `flip_test`), N > 0."""
+        return self._predictor.heatmaps(tf.cast(images, tf.float32))
+
+    def heatmaps_any_batch(self, images):
+        """`heatmaps` that also accepts N = 0 (the SavedModel signatures use it).
+
+        The oneDNN convolutions fail on an empty batch, so the network then runs on one blank
+        crop whose result is dropped.
+        """
+        count = tf.shape(images)[0]
+        blank = tf.zeros([1, *self.input_size, 3], images.dtype)
+        at_least_one = tf.concat([images, blank], axis=0)[: tf.maximum(count, 1)]
+        return self.heatmaps(at_least_one)[:count]
+
+    def decode(self, heatmaps):
+        """(keypoints float32 [N, K, 2] crop pixels, scores float32 [N, K])."""
+        return self.codec.decode(heatmaps)
+
+    def crop_regions(self, boxes):
+        """Boxes (x, y, w, h) [M, 4] -> (center [M, 2], scale [M, 2]) in image pixels.
+
+        The in-graph twin of `skelpose_tf.data.transforms.box_to_center_scale`.
+        """
+        height, width = self.input_size
+        aspect_ratio = width / height
+        box_width, box_height = boxes[:, 2], boxes[:, 3]
+        too_wide = box_width > aspect_ratio * box_height
+        region_width = tf.where(too_wide, box_width, box_height * aspect_ratio)
+        region_height = tf.where(too_wide, box_width / aspect_ratio, box_height)
+        center = boxes[:, :2] + 0.5 * boxes[:, 2:]
+        return center, tf.stack([region_width, region_height], axis=-1) * self.padding
+
+    def crop(self, image, center, scale):
+        """Cut the regions out of one image: float32 [M, H, W, 3] with integer levels.
+
+        Crop pixel (i, j) samples the image at center + ((i, j) - ((W - 1) / 2, (H - 1) / 2))
+        * scale / (W, H), the inverse of `transforms.affine_matrix` without rotation.
+        """
+        height, width = self.input_size
+        step = scale / tf.constant([width, height], tf.float32)  # image pixels per crop pixel
+        origin = center - step * tf.constant([(width - 1) / 2, (height - 1) / 2], tf.float32)
+        zeros = tf.zeros_like(step[:, 0])
+        # ImageProjectiveTransformV3 maps output pixels to input pixels: [a0 a1 a2 b0 b1 b2 c0 c1].
+        transforms = tf.stack([step[:, 0], zeros, origin[:, 0], zeros, step[:, 1], origin[:, 1],
+                               zeros, zeros], axis=-1)
+        pixels = tf.cast(image, tf.float32)[None]
+
+        def cut(transform):
+            return tf.raw_ops.ImageProjectiveTransformV3(
+                images=pixels, transforms=transform[None], output_shape=[height, width],
+                fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
+
+        crops = tf.map_fn(cut, transforms, fn_output_signature=tf.TensorSpec(
+            [height, width, 3], tf.float32))
+        return tf.clip_by_value(tf.round(crops), 0.0, 255.0)
+
+    def to_image(self, keypoints, center, scale):
+        """Crop pixels [M, K, 2] -> image pixels (inverse of the crop, `crop_to_image`)."""
+        height, width = self.input_size
+        step = scale / tf.constant([width, height], tf.float32)
+        half = tf.constant([(width - 1) / 2, (height - 1) / 2], tf.float32)
+        return center[:, None, :] + (keypoints - half) * step[:, None, :]
+
+    # Signatures ------------------------------------------------------------------------------
+    def crops_signature(self, include_heatmaps=True):
+        """`serving_default`: images uint8 [N, H, W, 3] -> keypoints, keypoint_scores[, heatmaps]."""
+
+        def serve(images):
+            heatmaps = self.heatmaps_any_batch(self.checked_images(images))
+            keypoints, scores = self.decode(heatmaps)
+            outputs = {"keypoints": keypoints, "keypoint_scores": scores}
+            if include_heatmaps:
+                outputs["heatmaps"] = heatmaps
+            return outputs
+
+        return serve, [self.images_spec()]
+
+    def full_image_signature(self):
+        """`full_image`: image uint8 [height, width, 3], boxes float32 [M, 4] -> image keypoints."""
+
+        def serve(image, boxes):
+            image, boxes = self._checked_image_and_boxes(image, boxes)
+            center, scale = self.crop_regions(boxes)
+            heatmaps = self.heatmaps_any_batch(self.crop(image, center, scale))
+            keypoints, scores = self.decode(heatmaps)
+            return {"keypoints": self.to_image(keypoints, center, scale),
+                    "keypoint_scores": scores}
+
+        return serve, [tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
+                       tf.TensorSpec([None, 4], tf.float32, name="boxes")]
+
+    def _checked_image_and_boxes(self, image, boxes):
+        image_shape, box_shape = tf.shape(image), tf.shape(boxes)
+        image_ok = tf.logical_and(tf.equal(tf.size(image_shape), 3), tf.equal(
+            tf.concat([image_shape, [0, 0, 0]], axis=0)[2], 3))
+        image = _after_assert(image, image_ok, [
+            "image must be one uint8 [height, width, 3] RGB image (no batch axis); received "
+            "shape", image_shape])
+        boxes_ok = tf.logical_and(tf.equal(tf.size(box_shape), 2), tf.equal(
+            tf.concat([box_shape, [0, 0]], axis=0)[1], 4))
+        boxes = _after_assert(boxes, boxes_ok, [
+            "boxes must be float32 [M, 4] as (x, y, w, h) in image pixels; received shape",
+            box_shape])
+        sizes_ok = tf.logical_and(tf.reduce_all(boxes[:, 2:] > 0),
+                                  tf.reduce_all(tf.math.is_finite(boxes)))
+        boxes = _after_assert(boxes, sizes_ok, [
+            "boxes must be finite (x, y, w, h) with w > 0 and h > 0; received boxes", boxes])
+        return image, boxes
+
+    # Metadata --------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """What every exported artifact's JSON says about the model and its decoding."""
+        keypoint_set = self.keypoint_set
+        return {
+            "format_version": METADATA_VERSION,
+            "input_size": {"height": self.input_size[0], "width": self.input_size[1]},
+            "input_dtype": "uint8",
+            "input_color": "RGB",
+            "normalization": {
+                "inside_graph": True,
+                "formula": "(pixel / 255 - mean) / std, per RGB channel",
+                "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            },
+            "heatmap_size": {"height": self.heatmap_size[0], "width": self.heatmap_size[1]},
+            "heatmap_stride": self.codec.stride,
+            "coordinates": ("continuous pixel coordinates, pixel centres at integers; heatmap "
+                            "to crop: x_crop = (x_heatmap + 0.5) * stride - 0.5"),
+            "keypoint_set": keypoint_set.name,
+            "keypoint_set_config": keypoint_set.to_config(),
+            "keypoint_names": list(keypoint_set.keypoint_names),
+            "flip_index": list(keypoint_set.flip_index),
+            "flip_pairs": [list(pair) for pair in keypoint_set.flip_pairs],
+            "links": [{"a": link.a, "b": link.b, "kind": link.kind, "part": link.part}
+                      for link in keypoint_set.links],
+            "oks_sigmas": list(keypoint_set.oks_sigmas),
+            "flip_test": self.flip_test,
+            "decoder": {
+                "method": self.codec.decoder, "top_n": self.codec.top_n,
+                "sigma": self.codec.sigma, "stride": self.codec.stride,
+                "score": "the heatmap's peak value",
+            },
+            "network": {"name": self.network.name,
+                        "width": getattr(self.network, "width", None),
+                        "skeletal_attention": getattr(self.network, "skeletal_attention", None)},
+        }
+
+
+def _after_assert(tensor, condition, message):
+    """`tensor`, computed only after an in-graph assertion of `condition` with `message`."""
+    check = tf.debugging.Assert(condition, message, summarize=_SHAPE_SUMMARY)
+    with tf.control_dependencies([check]):
+        return tf.identity(tensor)
+
+
+def write_frozen_saved_model(path, signatures: dict) -> str:
+    """Write a SavedModel whose signatures hold the weights as constants.
+
+    Args:
+        path: output directory (replaced if it exists as a SavedModel).
+        signatures: {name: (python function returning a dict of tensors, [TensorSpec, ...])}.
+            The first one is also exported as `serving_default` if no signature has that name.
+
+    Returns:
+        `path`.
+    """
+    module = tf.Module()
+    concrete = {}
+    for name, (function, input_signature) in signatures.items():
+        traced = tf.function(function, input_signature=input_signature).get_concrete_function()
+        frozen = convert_variables_to_constants_v2(traced)
+        output_names = sorted(traced.structured_outputs)  # the flattening order of a dict
+        wrapper = tf.function(_named_outputs(frozen, output_names), input_signature=input_signature)
+        setattr(module, name, wrapper)
+        concrete[name] = wrapper.get_concrete_function()
+    if SERVING_SIGNATURE not in concrete:
+        concrete[SERVING_SIGNATURE] = next(iter(concrete.values()))
+    tf.saved_model.save(module, path, signatures=concrete)
+    return path
+
+
+def _named_outputs(frozen, output_names):
+    def call(*inputs):
+        return dict(zip(output_names, frozen(*inputs)))
+
+    return call
+
+
+def metadata_path(artifact_path) -> str:
+    """Where an artifact's JSON lives: `<dir>/pose_export.json` or `<file stem>.json`."""
+    artifact_path = os.fspath(artifact_path)
+    if os.path.isdir(artifact_path) or not os.path.splitext(artifact_path)[1]:
+        return os.path.join(artifact_path, METADATA_FILE)
+    return os.path.splitext(artifact_path)[0] + ".json"
+
+
+def write_metadata(artifact_path, metadata: dict) -> str:
+    """Write an artifact's JSON beside it (see `metadata_path`); returns the JSON's path."""
+    path = metadata_path(artifact_path)
+    with open(path, "w") as file:
+        json.dump(metadata, file, indent=2)
+        file.write("\n")
+    return path
+
+
+def read_metadata(artifact_path) -> dict:
+    """An artifact's JSON; ValueError naming the file when it is missing or unreadable."""
+    path = metadata_path(artifact_path)
+    try:
+        with open(path) as file:
+            return json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot read the export metadata {path} of {artifact_path}: {error}. "
+                         "Export with skelpose_tf.export (export_tflite.py) to write it.") from None
+
+
+def export_saved_model(network, path, *, decoder="weighted", flip_test=True,
+                       include_heatmaps=True, top_n=20, padding=BOX_PADDING) -> str:
+    """Export `network` as a frozen SavedModel with `serving_default` and `full_image`.
+
+    Args:
+        network: a trained `PoseHRNet`.
+        path: output directory; its JSON description is written inside as `pose_export.json`.
+        decoder: heatmap decoder in the graph (`skelpose_tf.codec.DECODERS`).
+        flip_test: average with the mirrored crop's heatmaps (twice the compute).
+        include_heatmaps: also return `heatmaps` from `serving_default`.
+        top_n: N of the `weighted` decoder.
+        padding: region enlargement around the boxes of `full_image`.
+
+    Returns:
+        `path`.
+    """
+    graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n,
+                         padding=padding)
+    write_frozen_saved_model(path, {
+        SERVING_SIGNATURE: graph.crops_signature(include_heatmaps),
+        FULL_IMAGE_SIGNATURE: graph.full_image_signature(),
+    })
+    metadata = graph.describe()
+    metadata.update(
+        artifact="saved_model",
+        signatures={
+            SERVING_SIGNATURE: {
+                "inputs": {"images": f"uint8 [N, {graph.input_size[0]}, {graph.input_size[1]}, 3]"},
+                "outputs": {
+                    "keypoints": "float32 [N, K, 2], (x, y) crop pixels",
+                    "keypoint_scores": "float32 [N, K]",
+                    **({"heatmaps": f"float32 [N, {graph.heatmap_size[0]}, "
+                                    f"{graph.heatmap_size[1]}, K]"} if include_heatmaps else {}),
+                },
+            },
+            FULL_IMAGE_SIGNATURE: {
+                "inputs": {"image": "uint8 [height, width, 3]",
+                           "boxes": "float32 [M, 4], (x, y, w, h) image pixels"},
+                "outputs": {"keypoints": "float32 [M, K, 2], (x, y) image pixels",
+                            "keypoint_scores": "float32 [M, K]"},
+                "box_padding": graph.padding,
+            },
+        },
+    )
+    write_metadata(path, metadata)
+    return path
+
+
+def load_saved_model(path):
+    """`tf.saved_model.load(path)` with a clear error for a missing directory."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(f"No SavedModel at {path} (saved_model.pb is missing).")
+    return tf.saved_model.load(path)

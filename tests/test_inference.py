@@ -1,0 +1,91 @@
+"""Flip test and the mapping of predictions back to original-image pixels."""
+
+import os
+
+import numpy as np
+import pytest
+
+from pose_fixtures import DOT_PEOPLE, DOTS, PoolingNetwork, write_dots_dataset
+from skelpose_tf.codec import DECODERS, flip_heatmaps
+from skelpose_tf.data.coco import read_coco_keypoints
+from skelpose_tf.data.pipeline import make_eval_dataset
+from skelpose_tf.inference import PosePredictor, codec_for_model, run_inference
+
+INPUT_SIZE = (64, 64)
+
+
+@pytest.fixture(scope="module")
+def network():
+    from skelpose_tf.models.pose_model import build_pose_model
+
+    return build_pose_model(8, INPUT_SIZE, "coco", skeletal_attention=True)
+
+
+def mirrored_points(keypoints, flip_index, width):
+    """Keypoints of the mirror image: x -> W - 1 - x, left and right swapped."""
+    mirrored = np.asarray(keypoints, np.float64).copy()
+    mirrored[..., 0] = width - 1 - mirrored[..., 0]
+    return mirrored[..., list(flip_index), :]
+
+
+def test_flip_test_makes_predictions_mirror_equivariant(network):
+    predictor = PosePredictor(network, codec_for_model(network), flip_test=True)
+    flip_index = network.keypoint_set.flip_index
+    image = np.random.default_rng(0).integers(0, 256, (1, *INPUT_SIZE, 3), dtype=np.uint8)
+    mirror = image[:, :, ::-1]
+    heatmaps, mirror_heatmaps = predictor.heatmaps(image), predictor.heatmaps(mirror)
+    np.testing.assert_allclose(mirror_heatmaps, flip_heatmaps(heatmaps, flip_index), atol=1e-6)
+    for decoder in DECODERS:
+        keypoints, scores = predictor.predict(image, decoder)
+        mirror_keypoints, mirror_scores = predictor.predict(mirror, decoder)
+        np.testing.assert_allclose(
+            mirror_keypoints, mirrored_points(keypoints, flip_index, INPUT_SIZE[1]), atol=1e-3,
+            err_msg=decoder)
+        np.testing.assert_allclose(mirror_scores, scores[:, list(flip_index)], atol=1e-6)
+
+
+def test_flip_test_of_a_symmetric_input_gives_mirrored_keypoints(network):
+    predictor = PosePredictor(network, codec_for_model(network, "argmax"), flip_test=True)
+    flip_index = np.asarray(network.keypoint_set.flip_index)
+    half = np.random.default_rng(1).integers(0, 256, (1, INPUT_SIZE[0], INPUT_SIZE[1] // 2, 3))
+    image = np.concatenate([half, half[:, :, ::-1]], axis=2).astype(np.uint8)
+    heatmaps = np.asarray(predictor.heatmaps(image))
+    # Each map is the mirror of its partner's; a centre keypoint's map is mirror-symmetric.
+    np.testing.assert_allclose(heatmaps[:, :, ::-1][..., flip_index], heatmaps, atol=1e-6)
+    keypoints, _ = predictor.predict(image)
+    paired = flip_index != np.arange(len(flip_index))
+    assert paired.sum() == 2 * len(network.keypoint_set.flip_pairs)
+    expected = mirrored_points(keypoints, flip_index, INPUT_SIZE[1])
+    np.testing.assert_allclose(keypoints[:, paired], expected[:, paired], atol=1e-3)
+
+
+def test_without_flip_test_the_network_alone_is_not_mirror_equivariant(network):
+    predictor = PosePredictor(network, codec_for_model(network), flip_test=False)
+    image = np.random.default_rng(0).integers(0, 256, (1, *INPUT_SIZE, 3), dtype=np.uint8)
+    mirror_heatmaps = np.asarray(predictor.heatmaps(image[:, :, ::-1]))
+    flipped = np.asarray(flip_heatmaps(predictor.heatmaps(image), network.keypoint_set.flip_index))
+    assert np.abs(mirror_heatmaps - flipped).max() > 1e-4
+
+
+@pytest.mark.parametrize("flip_test", [True, False])
+def test_keypoints_map_back_to_original_image_pixels(tmp_path, flip_test):
+    paths = write_dots_dataset(str(tmp_path), num_images=2)
+    stub = PoolingNetwork(DOTS, input_size=(64, 48))
+    records = read_coco_keypoints(paths["ann"], paths["images"], DOTS, stub.input_size)
+    assert len(records) == 4
+    dataset = make_eval_dataset(records, DOTS, stub.input_size, batch_size=3)
+    predictor = PosePredictor(stub, codec_for_model(stub), flip_test=flip_test)
+    predictions = run_inference(predictor, dataset, decoders=DECODERS, log_every=0)
+    truth = np.stack([records[i].keypoints for i in predictions["record_index"]])
+    # One heatmap pixel is 4 crop pixels; a crop pixel is scale / input image pixels.
+    image_pixels_per_crop_pixel = predictions["scale"][:, 1] / stub.input_size[0]
+    for decoder in DECODERS:
+        errors = np.linalg.norm(predictions["keypoints"][decoder] - truth, axis=-1)
+        errors_in_crop_pixels = errors / image_pixels_per_crop_pixel[:, None]
+        # argmax is off by at most half a heatmap pixel per axis (2 crop px each way).
+        bound = 2.0 * np.sqrt(2.0) if decoder == "argmax" else 1.5
+        assert errors_in_crop_pixels.max() <= bound, (decoder, errors_in_crop_pixels.max())
+    assert np.all(predictions["scores"]["dark"] > 0.3)
+    # The records follow the truth table: image 2 is image 1 shifted by 3 px.
+    np.testing.assert_allclose(records[0].keypoints, DOT_PEOPLE[0][1], atol=1e-4)
+    assert os.path.exists(paths["ann"])
