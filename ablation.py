@@ -40,7 +40,8 @@ _DECODERS = flags.DEFINE_list("decoders", list(DECODERS),
                               f"Decoders to evaluate, among {', '.join(DECODERS)}.")
 _TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder (paper Eq. 4-5).")
 _FLIP_TEST = flags.DEFINE_boolean("flip_test", True, "Average with the mirrored crop's heatmaps.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Person crops per forward pass.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Person crops per forward pass.",
+                                   lower_bound=1)
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/ablation", "Output folder.")
 _WIDTH = flags.DEFINE_integer("width", None, ".weights.h5 only: HRNet width of both models.")
 _INPUT_SIZE = flags.DEFINE_string("input_size", None, ".weights.h5 only: input HxW, e.g. 256x192.")
@@ -73,8 +74,9 @@ def _ablation():
         models[role] = load_pose_model(
             weights, _WIDTH.value, _INPUT_SIZE.value, _KEYPOINT_SET.value,
             skeletal_attention=(role == ablation_lib.SKELETAL) if weights_only else None)
-    result = ablation_lib.run_ablation(models, source, _DECODERS.value, _FLIP_TEST.value,
-                                       _BATCH_SIZE.value, _OUT_DIR.value, _TOP_N.value)
+    result = ablation_lib.run_ablation(
+        models, source, _DECODERS.value, flip_test=_FLIP_TEST.value,
+        batch_size=_BATCH_SIZE.value, out_dir=_OUT_DIR.value, top_n=_TOP_N.value)
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     markdown_path = os.path.join(_OUT_DIR.value, "ablation.md")
     json_path = os.path.join(_OUT_DIR.value, "ablation.json")

@@ -50,7 +50,11 @@ _HEAD_BOXES = flags.DEFINE_string(
 _DECODER = flags.DEFINE_enum("decoder", "weighted", DECODERS, "Heatmap decoder.")
 _TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder (paper Eq. 4-5).")
 _FLIP_TEST = flags.DEFINE_boolean("flip_test", True, "Average with the mirrored crop's heatmaps.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Person crops per forward pass.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Person crops per forward pass.",
+                                   lower_bound=1)
+_MAX_PEOPLE = flags.DEFINE_integer(
+    "max_people", 0, "Quick check: evaluate only the first images holding this many people "
+    "(scored on those images only); 0 = all.", lower_bound=0)
 _OUT_DIR = flags.DEFINE_string("out_dir", "", "Output folder (default: <run dir>/evaluate).")
 _METRICS_JSON = flags.DEFINE_string("metrics_json", "",
                                     "Metrics JSON path (default: <out_dir>/metrics.json).")
@@ -113,15 +117,16 @@ def _evaluate():
     print(f"model: {describe_model(network)} from {checkpoint}")
     print(f"data: {source.describe()} | person boxes: {source.box_source}", flush=True)
     evaluation = evaluate_lib.evaluate_model(
-        network, source, [_DECODER.value], _FLIP_TEST.value, _BATCH_SIZE.value, out_dir,
-        _TOP_N.value)[_DECODER.value]
+        network, source, [_DECODER.value], flip_test=_FLIP_TEST.value,
+        batch_size=_BATCH_SIZE.value, out_dir=out_dir, top_n=_TOP_N.value,
+        max_people=_MAX_PEOPLE.value)[_DECODER.value]
     for note in evaluation.notes:
         print(f"note: {note}")
     title = f"{source.dataset.upper()} {os.path.basename(source.annotation_file)}"
     print(evaluation.format_table(title=title, row_label=describe_model(network)))
     metrics = {"weights": checkpoint, "model": model_summary(network),
                "data": source.to_dict(), "batch_size": _BATCH_SIZE.value,
-               "top_n": _TOP_N.value, **evaluation.to_dict()}
+               "top_n": _TOP_N.value, "max_people": _MAX_PEOPLE.value, **evaluation.to_dict()}
     _write_json(metrics_json, metrics)
     for name, path in evaluation.files.items():
         print(f"{name}: {path}")

@@ -21,7 +21,8 @@ from absl import app, flags  # noqa: E402
 
 from skelpose_tf import predict_lib  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
-from skelpose_tf.model_loading import describe_model, load_pose_model, resolve_checkpoint  # noqa: E402
+from skelpose_tf.model_loading import (describe_model, load_pose_model,  # noqa: E402
+                                       resolve_checkpoint)
 
 _WEIGHTS = flags.DEFINE_string(
     "weights", "runs/demo", "A .keras file, a run directory (its best.keras) or a .weights.h5 "
@@ -32,7 +33,8 @@ _OUT_DIR = flags.DEFINE_string("out_dir", "predictions", "Output folder.")
 _DECODER = flags.DEFINE_enum("decoder", "weighted", DECODERS, "Heatmap decoder.")
 _TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder (paper Eq. 4-5).")
 _FLIP_TEST = flags.DEFINE_boolean("flip_test", True, "Average with the mirrored crop's heatmaps.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Person crops per forward pass.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Person crops per forward pass.",
+                                   lower_bound=1)
 _SHOW_MAPS = flags.DEFINE_boolean("show_maps", False,
                                   "Also write each person's heatmap / attention-map panel.")
 _THRESHOLD = flags.DEFINE_float("draw_threshold", 0.3, "Draw keypoints scoring above this.")
@@ -52,11 +54,13 @@ def _predict():
     network, checkpoint = load_pose_model(_WEIGHTS.value, _WIDTH.value, _INPUT_SIZE.value,
                                           _KEYPOINT_SET.value, _SKELETAL.value)
     print(f"model: {describe_model(network)} from {checkpoint}", flush=True)
-    predictions = predict_lib.predict_images(network, images, boxes, _BOXES.value, _DECODER.value,
-                                             _FLIP_TEST.value, _BATCH_SIZE.value, _TOP_N.value)
-    payload = predict_lib.write_outputs(predictions, network, _OUT_DIR.value, checkpoint,
-                                        _DECODER.value, _FLIP_TEST.value, _SHOW_MAPS.value,
-                                        _THRESHOLD.value, _TOP_N.value)
+    predictions = predict_lib.predict_images(
+        network, images, boxes, _BOXES.value, decoder=_DECODER.value,
+        flip_test=_FLIP_TEST.value, batch_size=_BATCH_SIZE.value, top_n=_TOP_N.value)
+    payload = predict_lib.write_outputs(
+        predictions, network, _OUT_DIR.value, weights=checkpoint, decoder=_DECODER.value,
+        flip_test=_FLIP_TEST.value, show_maps=_SHOW_MAPS.value, threshold=_THRESHOLD.value,
+        top_n=_TOP_N.value)
     for entry in payload["images"]:
         people = len(entry["people"])
         print(f"{entry['image']}: {people} {'person' if people == 1 else 'people'} "

@@ -5,15 +5,19 @@ them with the COCO reader and times, in the same run and all on one thread (tf.d
 thread pool of 1, TF intra/inter-op threads 1, `cv2.setNumThreads(1)`):
 
 - TF's `tf.io.decode_jpeg` alone (reference),
-- the pipeline's decoder alone (`images.decode_image`: cv2 in `tf.numpy_function`),
+- the pipeline's decoder alone (`images.decode_image`: cv2 in one `tf.numpy_function` per batch,
+  as the training pipeline calls it): the reference of the "vs decode only" column,
 - the training pipeline without augmentation (decode + crop + keypoints, shuffled, batched),
 - the full training pipeline (with the official COCO augmentation),
 - the evaluation pipeline,
+- the full training pipeline reading sharded TFRecords (each image decoded once for all its
+  people),
 
 taking turns (each repeat times every stage once, so load changes hit all alike), plus per-call
-costs of the numpy steps measured outside tf.data. Every figure is per person sample (a person
-crop decodes its whole image). Prints a markdown table, the command, the
-machine, the date and the load average.
+costs of the numpy steps measured outside tf.data. Rates are per CPU-second of the process (all
+its threads), which a shared, loaded machine disturbs far less than wall-clock rates (also
+shown). Every figure is per person sample (a person crop decodes its whole image). Prints a
+markdown table, the command, the machine, the date and the load average.
 
     python -m bench.pipeline [--images 64] [--samples 1000] [--repeats 5]
 """
@@ -36,7 +40,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from skelpose_tf.data import coco, images, pipeline, transforms  # noqa: E402
+from skelpose_tf.data import coco, images, pipeline, tfrecords, transforms  # noqa: E402
 from skelpose_tf.data.augment import AugmentConfig, sample_augmentation  # noqa: E402
 from skelpose_tf.data.records import SkipReport  # noqa: E402
 from skelpose_tf.data.synthetic import generate_dataset  # noqa: E402
@@ -51,24 +55,30 @@ INPUT_SIZE = (256, 192)
 
 
 def _rates(stages, num_samples, repeats):
-    """samples/s of every stage, `repeats` times, the stages taking turns within each repeat (so
-    that a change of machine load hits all of them alike). Each timing uses a fresh iterator,
-    warmed up first and deleted after, so no other stage's pipeline runs in the background.
-    Samples are counted from the batches' actual sizes."""
-    rates = [[] for _ in stages]
+    """Per stage: samples per CPU-second and samples per wall-clock second, `repeats` times.
+
+    The stages take turns within each repeat (so a change of machine load hits all of them
+    alike); each timing uses a fresh iterator, warmed up first and deleted after, so no other
+    stage's pipeline runs in the background. Samples are counted from the batches' actual
+    sizes. CPU time is the whole process's (all threads): on a shared machine it measures the
+    work per sample far more steadily than the wall clock.
+    """
+    cpu_rates = [[] for _ in stages]
+    wall_rates = [[] for _ in stages]
     for _ in range(repeats):
-        for (_, dataset), stage_rates in zip(stages, rates):
+        for index, (_, dataset) in enumerate(stages):
             iterator = iter(dataset.repeat())
             for _ in range(4):
                 next(iterator)
             samples = 0
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             while samples < num_samples:
                 samples += int(tf.nest.flatten(next(iterator))[0].shape[0])
-            stage_rates.append(samples / (time.perf_counter() - start))
+            cpu_rates[index].append(samples / (time.process_time() - cpu))
+            wall_rates[index].append(samples / (time.perf_counter() - wall))
             del iterator
             gc.collect()
-    return [(name, statistics.median(r), r) for (name, _), r in zip(stages, rates)]
+    return [(name, cpu, wall) for (name, _), cpu, wall in zip(stages, cpu_rates, wall_rates)]
 
 
 def _single_thread(dataset):
@@ -86,14 +96,17 @@ def _decode_only_tf(paths):
 
 
 def _decode_only_cv2(paths):
-    def decode(path):
-        image, _ = images.decode_image(images.read_image_bytes(os.fsdecode(path)))
-        return np.asarray(image.shape, np.int32)
+    """The pipeline's decoder in the training pipeline's harness: one numpy_function per batch."""
 
-    dataset = tf.data.Dataset.from_tensor_slices(paths)
-    dataset = dataset.map(lambda path: tf.numpy_function(decode, [path], tf.int32),
+    def decode(batch):
+        shapes = [images.decode_image(images.read_image_bytes(os.fsdecode(path)),
+                                      rgb=False)[0].shape for path in batch]
+        return np.asarray(shapes, np.int32)
+
+    dataset = tf.data.Dataset.from_tensor_slices(paths).repeat().batch(_BATCH.value)
+    dataset = dataset.map(lambda batch: tf.numpy_function(decode, [batch], tf.int32),
                           num_parallel_calls=tf.data.AUTOTUNE)
-    return _single_thread(dataset.repeat().batch(_BATCH.value))
+    return _single_thread(dataset)
 
 
 def _micro(function, repeats=300):
@@ -161,12 +174,14 @@ def main(argv):
                                  image_size=(640, 480))
         records = coco.read_coco_keypoints(paths.train_annotations, paths.train_images, COCO,
                                            INPUT_SIZE)
+        tfrecords.write_tfrecords(records, os.path.join(root, "shards"), 4, COCO, INPUT_SIZE)
+        tfrecord_source = tfrecords.TFRecordSource(os.path.join(root, "shards"))
         person_paths = np.asarray([r.image_path for r in records])
         sizes = [os.path.getsize(p) for p in set(person_paths)]
         batch = _BATCH.value
         stages = [
             ("decode only: tf.io.decode_jpeg (reference)", _decode_only_tf(person_paths)),
-            ("decode only: pipeline decoder (cv2 in numpy_function)",
+            ("decode only: pipeline decoder (cv2, one numpy_function per batch)",
              _decode_only_cv2(person_paths)),
             ("decode + crop + keypoints, no augmentation (train pipeline)",
              pipeline.make_train_dataset(records, COCO, INPUT_SIZE, batch,
@@ -176,26 +191,29 @@ def main(argv):
                                          AugmentConfig.coco(), seed=0, threads=1)),
             ("evaluation pipeline (no augmentation, in order)",
              pipeline.make_eval_dataset(records, COCO, INPUT_SIZE, batch, threads=1)),
+            ("full training pipeline from TFRecords (one decode per image)",
+             pipeline.make_train_dataset(tfrecord_source, COCO, INPUT_SIZE, batch,
+                                         AugmentConfig.coco(), seed=0, threads=1)),
         ]
         results = _rates(stages, _SAMPLES.value, _REPEATS.value)
         steps = _numpy_steps(records)
     load_after = _load()
 
-    reference = max(results[1][2])
+    reference = statistics.median(results[1][1])
     print(f"Command: python -m bench.pipeline {' '.join(sys.argv[1:])}".rstrip())
     print(f"Machine: {_machine()}; date {datetime.datetime.now().isoformat(timespec='minutes')}; "
           f"load average before {load_before}, after {load_after}")
     print(f"Data: {len(records)} person samples in {len(sizes)} synthetic 640x480 JPEGs "
           f"(mean {np.mean(sizes) / 1024:.0f} KiB), input {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, "
           f"batch {_BATCH.value}; one thread; {_REPEATS.value} runs of >= {_SAMPLES.value} "
-          "samples per stage. On a loaded machine the best run is the closest to the "
-          "uncontended speed.\n")
-    print("| stage (1 core) | best samples/s | median | runs | best vs pipeline decode only |")
+          "samples per stage, medians.\n")
+    print("| stage (1 core) | samples per CPU-second | vs pipeline decode only | "
+          "wall-clock samples/s (best) | CPU-second runs |")
     print("|---|---|---|---|---|")
-    for name, median, rates in results:
-        runs = ", ".join(f"{r:.0f}" for r in rates)
-        print(f"| {name} | {max(rates):.0f} | {median:.0f} | {runs} | "
-              f"{max(rates) / reference:.0%} |")
+    for name, cpu_rates, wall_rates in results:
+        cpu = statistics.median(cpu_rates)
+        runs = ", ".join(f"{r:.0f}" for r in cpu_rates)
+        print(f"| {name} | {cpu:.0f} | {cpu / reference:.0%} | {max(wall_rates):.0f} | {runs} |")
     print("\n| numpy step, outside tf.data | us per call (median) |")
     print("|---|---|")
     for name, micros in steps:

@@ -185,7 +185,7 @@ class AblationResult:
         }
 
 
-def run_ablation(models: dict, source: DataSource, decoders=DECODERS, flip_test=True,
+def run_ablation(models: dict, source: DataSource, decoders=DECODERS, *, flip_test=True,
                  batch_size=32, out_dir="ablation", top_n=20, log_every=50,
                  out=sys.stdout) -> AblationResult:
     """Evaluate each model with each decoder and assemble the Table III rows.
@@ -208,8 +208,9 @@ def run_ablation(models: dict, source: DataSource, decoders=DECODERS, flip_test=
         network, checkpoint = models[role]
         print(f"{ROLE_NAMES[role]}: {describe_model(network)} from {checkpoint}", file=out,
               flush=True)
-        evaluations[role] = evaluate_model(network, source, decoders, flip_test, batch_size,
-                                           os.path.join(out_dir, role), top_n, log_every, out)
+        evaluations[role] = evaluate_model(
+            network, source, decoders, flip_test=flip_test, batch_size=batch_size,
+            out_dir=os.path.join(out_dir, role), top_n=top_n, log_every=log_every, out=out)
         described[role] = {"weights": checkpoint, "description": describe_model(network),
                            **model_summary(network)}
     return AblationResult(source, described, bool(flip_test), ablation_rows(evaluations))

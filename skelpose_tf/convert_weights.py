@@ -16,7 +16,9 @@ Two kinds of checkpoint are recognised by their tensor names:
   listed: `incre_modules.*`, `downsamp_modules.*`, `final_layer.*` (here a 1x1 conv + BN to
   2048 channels), `classifier.*`, and the fuse layers of the last stage-4 module that produce
   branches 1-3 (classification keeps all four resolutions; the pose model only branch 0).
-  The keypoint head keeps its own initialisation.
+  The keypoint head keeps its own initialisation. `checkpoint_kind="imagenet"` also takes only
+  the backbone of a pose checkpoint (its `final_layer` is then ignored), e.g. to start an MPII
+  model from a COCO one.
 
 The skeletal attention module (`skeletal_attention` Keras layer, here called
 `skeletal_attention.weight` `[S, C, 1, 1]` / `.bias` `[S]` in PyTorch naming) keeps its own
@@ -37,7 +39,7 @@ Example:
 from skelpose_tf.convert_weights import load_backbone_weights
 model = build_pose_model(32, (256, 192), "coco")            # skeletal model
 report = load_backbone_weights(model, "hrnet_w32-36af842e.pth")
-print(report.summary())
+print(report)  # what was loaded, ignored by name, and kept at its own initialisation
 ```
 """
 
@@ -325,8 +327,9 @@ def check_width_and_keypoints(state_dict, width, num_keypoints, checkpoint_kind,
             raise ValueError(
                 f"{source}: the checkpoint predicts {found} keypoints ({head} "
                 f"{tuple(np.shape(state_dict[head]))}) but the model has {num_keypoints}; "
-                f"use a keypoint set with {found} keypoints (--keypoint_set), or start "
-                "from an ImageNet (backbone) checkpoint"
+                f"use a keypoint set with {found} keypoints (--keypoint_set), or load the "
+                "backbone only with checkpoint_kind='imagenet' (--checkpoint_kind imagenet), "
+                "which leaves the head at its own initialisation"
             )
 
 
@@ -431,39 +434,58 @@ def _write_converted_attributes(path, model, report):
         f.attrs["skelpose_ignored"] = np.array(report.ignored, dtype=string)
 
 
-def read_converted_weights(path):
-    """State dict (PyTorch names and layouts) and metadata of a file written by `convert`.
+def converted_file_info(path):
+    """Metadata of a `.weights.h5` written by `convert_checkpoint`, or None for other files.
+
+    Cheap (reads the file's root attributes only), e.g. for refusing to evaluate a converted
+    ImageNet checkpoint, whose keypoint head was never trained.
 
     Returns:
-        `(state_dict, info)` with `info` keys `width`, `keypoint_set` (config dict),
-        `checkpoint_kind`, `source`, `ignored`.
+        None, or a dict with `width`, `keypoint_set` (config dict), `checkpoint_kind`
+        ("pose" / "imagenet"), `source` (checkpoint file name), `loaded` and `ignored`
+        (PyTorch tensor names).
     """
     import h5py
-
-    from skelpose_tf.models.pose_model import build_pose_model
 
     with h5py.File(path, "r") as f:
         attrs = dict(f.attrs)
     if attrs.get("skelpose_format") != CONVERTED_FORMAT:
+        return None
+    if int(attrs["skelpose_format_version"]) != CONVERTED_FORMAT_VERSION:
+        raise ValueError(f"{path}: converted-file version {attrs['skelpose_format_version']} "
+                         f"is not {CONVERTED_FORMAT_VERSION}; convert the checkpoint again")
+    return {
+        "width": int(attrs["skelpose_width"]),
+        "keypoint_set": json.loads(attrs["skelpose_keypoint_set"]),
+        "checkpoint_kind": str(attrs["skelpose_checkpoint_kind"]),
+        "source": str(attrs["skelpose_source"]),
+        "loaded": [str(n) for n in attrs["skelpose_loaded"]],
+        "ignored": [str(n) for n in attrs["skelpose_ignored"]],
+    }
+
+
+def read_converted_weights(path):
+    """State dict (PyTorch names and layouts) and metadata of a `convert_checkpoint` file.
+
+    The file is Keras' positional `.weights.h5` of the baseline model, so that model is built
+    from the recorded width and keypoint set, loaded, and read back by layer name.
+
+    Returns:
+        `(state_dict, info)`, `info` as `converted_file_info`.
+    """
+    from skelpose_tf.models.pose_model import build_pose_model
+
+    info = converted_file_info(path)
+    if info is None:
         raise ValueError(
             f"{path}: not a file written by `python -m skelpose_tf.convert_weights` (no "
             f"'skelpose_format' attribute). Load Keras weights of the same model with "
             "model.load_weights, or pass the PyTorch .pth file"
         )
-    if int(attrs["skelpose_format_version"]) != CONVERTED_FORMAT_VERSION:
-        raise ValueError(f"{path}: converted-file version {attrs['skelpose_format_version']} "
-                         f"is not {CONVERTED_FORMAT_VERSION}; convert the checkpoint again")
-    info = {
-        "width": int(attrs["skelpose_width"]),
-        "keypoint_set": json.loads(attrs["skelpose_keypoint_set"]),
-        "checkpoint_kind": str(attrs["skelpose_checkpoint_kind"]),
-        "source": str(attrs["skelpose_source"]),
-        "ignored": [str(n) for n in attrs["skelpose_ignored"]],
-    }
     baseline = build_pose_model(info["width"], CONVERSION_INPUT_SIZE, info["keypoint_set"],
                                 skeletal_attention=False)
     baseline.load_weights(path)
-    loaded = {str(n) for n in attrs["skelpose_loaded"]}
+    loaded = set(info["loaded"])
     state = {name: value for name, value in
              model_to_state_dict(baseline, include_num_batches_tracked=False).items()
              if name in loaded}
@@ -488,7 +510,7 @@ def load_backbone_weights(model, path, allow_missing=False, allow_unused=False,
         reader: how `.pth` files are read: "auto", "torch" or "numpy" (see `torch_checkpoint`).
 
     Returns:
-        `WeightImportReport` (print `report.summary()`).
+        `WeightImportReport` (`print(report)` shows its summary).
 
     Raises:
         ValueError: width or keypoint count differ, wrong shapes, unreadable or unsafe file.

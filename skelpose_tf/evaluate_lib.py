@@ -33,6 +33,7 @@ import time
 import numpy as np
 import scipy.io
 
+from skelpose_tf.codec import DECODERS
 from skelpose_tf.data.coco import read_coco_detections, read_coco_keypoints
 from skelpose_tf.data.mpii import read_mpii
 from skelpose_tf.data.pipeline import make_eval_dataset
@@ -88,7 +89,9 @@ class DataSource:
         """Which person boxes the predictions use, for every report."""
         if self.dataset == MPII:
             return MPII_BOX_SOURCE
-        return detector_box_source(self.det_boxes_json) if self.det_boxes_json else GROUND_TRUTH_BOXES
+        if self.det_boxes_json:
+            return detector_box_source(self.det_boxes_json)
+        return GROUND_TRUTH_BOXES
 
     def describe(self) -> str:
         """One line: data set, annotation file and, for the synthetic set, its root."""
@@ -237,12 +240,13 @@ class Evaluation:
         return fields
 
 
-def _predict(network, records, decoders, flip_test, batch_size, top_n, report_, log_every, out):
+def _predict(network, records, decoders, flip_test, batch_size, top_n, skip_report, log_every,
+             out):
     """Flip-tested inference over `records`; `run_inference` output plus the elapsed seconds."""
     codec = codec_for_model(network, decoder=decoders[0], top_n=top_n)
     predictor = PosePredictor(network, codec, flip_test=flip_test)
     dataset = make_eval_dataset(records, network.keypoint_set, network.input_size, batch_size,
-                                report=report_)
+                                report=skip_report)
     started = time.time()
     predictions = run_inference(predictor, dataset, decoders=decoders, log_every=log_every,
                                 out=out)
@@ -250,8 +254,6 @@ def _predict(network, records, decoders, flip_test, batch_size, top_n, report_, 
 
 
 def _check_decoders(decoders) -> list:
-    from skelpose_tf.codec import DECODERS
-
     decoders = [decoders] if isinstance(decoders, str) else list(decoders)
     unknown = [d for d in decoders if d not in DECODERS]
     if not decoders or unknown:
@@ -259,9 +261,26 @@ def _check_decoders(decoders) -> list:
     return list(dict.fromkeys(decoders))
 
 
-def _skip_notes(report_: SkipReport) -> tuple:
-    skipped = report_.skipped
-    return (f"inputs left out or repaired: {report_.summary()}",) if skipped else ()
+def _skip_notes(skip_report: SkipReport) -> tuple:
+    if not (skip_report.skipped or skip_report.repaired):
+        return ()
+    return (f"inputs left out or repaired: {skip_report.summary()}",)
+
+
+def first_images(records, max_people: int) -> list:
+    """The records of the first images that hold at least `max_people` people (0: all).
+
+    Whole images are kept, so that COCO evaluation restricted to their ids stays fair.
+    """
+    if not max_people or len(records) <= max_people:
+        return list(records)
+    chosen, subset = set(), []
+    for record in records:
+        if record.image_id not in chosen and len(subset) >= max_people:
+            break
+        chosen.add(record.image_id)
+        subset.append(record)
+    return subset
 
 
 def _annotated_keypoint_count(coco_gt) -> int | None:
@@ -285,17 +304,19 @@ def _check_coco_keypoints(network, annotation_file) -> None:
         )
 
 
-def evaluate_coco_model(network, annotation_file, image_dir, det_boxes_json="",
-                        decoder="weighted", flip_test=True, batch_size=32, out_dir="eval",
-                        top_n=20, log_every=50, out=sys.stdout) -> Evaluation:
-    """COCO keypoint AP/AR of `network` with one decoder (see `evaluate_coco_decoders`)."""
-    return evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json, [decoder],
-                                  flip_test, batch_size, out_dir, top_n, log_every, out)[decoder]
+def evaluate_coco_model(network, annotation_file, image_dir, det_boxes_json="", *,
+                        decoder="weighted", **options) -> Evaluation:
+    """COCO keypoint AP/AR of `network` with one decoder.
+
+    `options` are the keyword arguments of `evaluate_coco_decoders`.
+    """
+    return evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json,
+                                  decoders=[decoder], **options)[decoder]
 
 
-def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="",
+def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="", *,
                            decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
-                           top_n=20, log_every=50, out=sys.stdout) -> dict:
+                           top_n=20, max_people=0, log_every=50, out=sys.stdout) -> dict:
     """COCO keypoint AP/AR of `network` for each decoder, from one forward pass.
 
     Args:
@@ -310,6 +331,8 @@ def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="
         batch_size: crops per forward pass.
         out_dir: where `keypoints_results_<decoder>.json` are written.
         top_n: N of the weighted decoder (paper: 20).
+        max_people: evaluate only the first images holding this many people, scored on those
+            images only (0: all; `first_images`), e.g. a quick validation during training.
         log_every: progress line every this many batches (0: never).
         out: stream for progress lines.
 
@@ -332,6 +355,8 @@ def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="
         records = read_coco_keypoints(annotation_file, image_dir, keypoint_set,
                                       network.input_size, report=skip_report)
         box_source = GROUND_TRUTH_BOXES
+    records = first_images(records, max_people)
+    image_ids = sorted({r.image_id for r in records}) if max_people else None
     if not records:
         raise ValueError(f"No person to evaluate in {det_boxes_json or annotation_file} with "
                          f"images in {image_dir}: {skip_report.summary()}")
@@ -342,7 +367,7 @@ def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="
     for decoder in decoders:
         results_file = os.path.join(out_dir, f"keypoints_results_{decoder}.json")
         result = coco_evaluate(predictions, decoder, annotation_file, keypoint_set, box_source,
-                               results_file)
+                               results_file, image_ids=image_ids)
         evaluations[decoder] = Evaluation(
             COCO, decoder, bool(flip_test), box_source, result, len(predictions["image_id"]),
             {"results": results_file}, _skip_notes(skip_report), seconds)
@@ -420,17 +445,19 @@ def _write_mpii_predictions(path, mat_path, keypoints, scores, rows, num_people,
     scipy.io.savemat(mat_path, {"preds": preds})
 
 
-def evaluate_mpii_model(network, annotation_file, image_dir, head_boxes="", decoder="weighted",
-                        flip_test=True, batch_size=32, out_dir="eval", top_n=20, log_every=50,
-                        out=sys.stdout) -> Evaluation:
-    """MPII PCKh of `network` with one decoder (see `evaluate_mpii_decoders`)."""
-    return evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes, [decoder],
-                                  flip_test, batch_size, out_dir, top_n, log_every, out)[decoder]
+def evaluate_mpii_model(network, annotation_file, image_dir, head_boxes="", *,
+                        decoder="weighted", **options) -> Evaluation:
+    """MPII PCKh of `network` with one decoder.
+
+    `options` are the keyword arguments of `evaluate_mpii_decoders`.
+    """
+    return evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes,
+                                  decoders=[decoder], **options)[decoder]
 
 
-def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="",
+def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="", *,
                            decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
-                           top_n=20, log_every=50, out=sys.stdout) -> dict:
+                           top_n=20, max_people=0, log_every=50, out=sys.stdout) -> dict:
     """MPII PCKh@0.5 (per joint group, mean) and mean PCKh@0.1 for each decoder, one pass.
 
     Args:
@@ -442,6 +469,8 @@ def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="",
             without a prediction count as misses. "" uses the JSON joints and `headbox` fields
             of the predicted people.
         decoders, flip_test, batch_size, top_n, log_every, out: as `evaluate_coco_decoders`.
+        max_people: evaluate only the first images holding this many people (0: all); only
+            their people are scored.
         out_dir: where `mpii_predictions_<decoder>.json` (0-based) and `pred_<decoder>.mat`
             (official 1-based `preds` [N, K, 2]) are written.
 
@@ -455,13 +484,14 @@ def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="",
     records = read_mpii(annotation_file, image_dir, network.input_size,
                         keypoint_set=keypoint_set, gt_mat_file=head_boxes or None,
                         report=skip_report)
+    records = first_images(records, max_people)
     if not records:
         raise ValueError(f"No person to evaluate in {annotation_file} with images in "
                          f"{image_dir}: {skip_report.summary()}")
     predictions, seconds = _predict(network, records, decoders, flip_test, batch_size, top_n,
                                     skip_report, log_every, out)
-    joints, missing, boxes, rows, unpredicted = _mpii_ground_truth(records, predictions,
-                                                                   head_boxes, keypoint_set)
+    joints, missing, boxes, rows, unpredicted = _mpii_ground_truth(
+        records, predictions, head_boxes if not max_people else "", keypoint_set)
     notes = _skip_notes(skip_report)
     if unpredicted:
         notes += (f"{unpredicted} annotated people have no prediction (unreadable images or "
@@ -483,14 +513,11 @@ def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="",
     return evaluations
 
 
-def evaluate_model(network, source: DataSource, decoders=("weighted",), flip_test=True,
-                   batch_size=32, out_dir="eval", top_n=20, log_every=50,
-                   out=sys.stdout) -> dict:
-    """`evaluate_coco_decoders` or `evaluate_mpii_decoders` for a `DataSource`."""
+def evaluate_model(network, source: DataSource, decoders=("weighted",), **options) -> dict:
+    """{decoder: `Evaluation`} on a `DataSource`: `evaluate_coco_decoders` or
+    `evaluate_mpii_decoders`, whose keyword arguments `options` are."""
     if source.dataset == COCO:
         return evaluate_coco_decoders(network, source.annotation_file, source.image_dir,
-                                      source.det_boxes_json, decoders, flip_test, batch_size,
-                                      out_dir, top_n, log_every, out)
+                                      source.det_boxes_json, decoders=decoders, **options)
     return evaluate_mpii_decoders(network, source.annotation_file, source.image_dir,
-                                  source.head_boxes, decoders, flip_test, batch_size, out_dir,
-                                  top_n, log_every, out)
+                                  source.head_boxes, decoders=decoders, **options)

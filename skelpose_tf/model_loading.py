@@ -6,10 +6,11 @@ a `.weights.h5` file plus the architecture.
   are given must agree with the file (a clear error says which one differs).
 - a run directory: its `best.keras`, else its `last.keras`.
 - `.weights.h5` (e.g. converted published checkpoints): holds weights only, so the network is
-  built from `width`, `input_size`, `keypoint_set` and `skeletal_attention`, then
-  `load_weights`; a file saved from another architecture (width, keypoint count, with or
-  without the skeletal module) is refused with the architecture named. The input size is not
-  stored in the weights (every layer is a convolution), so any multiple of 32 loads.
+  built in the official topology from `width`, `input_size`, `keypoint_set` and
+  `skeletal_attention`, then `load_weights`; a file saved from another architecture (width,
+  keypoint count, with or without the skeletal module) is refused with the architecture
+  named. The input size is not stored in the weights (every layer is a convolution), so any
+  multiple of 32 loads.
 
 Example:
     network, source = load_pose_model("runs/demo")             # runs/demo/best.keras
@@ -19,13 +20,16 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+import zipfile
 
 import keras
 
 from skelpose_tf.keypoints import get_keypoint_set
-from skelpose_tf.models.pose_model import PoseHRNet, build_pose_model, parse_input_size
+from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, PoseHRNet,
+                                           build_pose_model, parse_input_size)
 
 RUN_DIR_CHECKPOINTS = ("best.keras", "last.keras")
 _WEIGHTS_SUFFIX = ".weights.h5"
@@ -63,11 +67,24 @@ def _short(error: Exception) -> str:
     return text if len(text) <= _MAX_CAUSE_CHARS else text[:_MAX_CAUSE_CHARS] + " ..."
 
 
+def _topology(network):
+    """(stage modules, blocks per branch), the official ones for models that do not say."""
+    return (tuple(getattr(network, "stage_modules", STAGE_MODULES)),
+            int(getattr(network, "blocks_per_branch", BLOCKS_PER_BRANCH)))
+
+
 def describe_model(network) -> str:
-    """A one-line description, e.g. "W32 256x192 coco, skeletal attention"."""
+    """A one-line description, e.g. "W32 256x192 coco, skeletal attention".
+
+    A topology other than the official one is named, e.g. ", stages 1-1-1 x 1 block".
+    """
     height, width = network.input_size
     module = "skeletal attention" if network.skeletal_attention else "HRNet baseline"
-    return f"W{network.width} {height}x{width} {network.keypoint_set.name}, {module}"
+    text = f"W{network.width} {height}x{width} {network.keypoint_set.name}, {module}"
+    modules, blocks = _topology(network)
+    if (modules, blocks) != (tuple(STAGE_MODULES), BLOCKS_PER_BRANCH):
+        text += f", stages {'-'.join(map(str, modules))} x {blocks} block{'s' * (blocks > 1)}"
+    return text
 
 
 def model_summary(network) -> dict:
@@ -79,29 +96,51 @@ def model_summary(network) -> dict:
         "keypoint_set": network.keypoint_set.name,
         "num_keypoints": network.keypoint_set.num_keypoints,
         "skeletal_attention": bool(network.skeletal_attention),
+        "stage_modules": list(_topology(network)[0]),
+        "blocks_per_branch": _topology(network)[1],
     }
 
 
-def _check_agrees(network, path, width, input_size, keypoint_set, skeletal_attention):
-    """Raise when a given architecture argument differs from the loaded `.keras` model."""
+def _architecture(config: dict) -> dict:
+    """The checked architecture fields of a `PoseHRNet` config."""
+    return {
+        "width": int(config["width"]),
+        "input_size": tuple(int(v) for v in config["input_size"]),
+        "keypoint_set": get_keypoint_set(config["keypoint_set"]).name,
+        "skeletal_attention": bool(config["skeletal_attention"]),
+    }
+
+
+def _stored_architecture(path: str):
+    """The architecture in a `.keras` file's config.json, read without building the model.
+
+    Returns None when the file is not a readable `.keras` archive of a `PoseHRNet` (the full
+    load then reports the problem).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        if config.get("class_name") != PoseHRNet.__name__:
+            return None
+        return _architecture(config["config"])
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _check_agrees(stored: dict, path, width, input_size, keypoint_set, skeletal_attention):
+    """Raise when a given architecture argument differs from the `.keras` file's."""
     given = {
         "width": None if width is None else int(width),
         "input_size": None if input_size is None else parse_input_size(input_size),
         "keypoint_set": None if keypoint_set is None else get_keypoint_set(keypoint_set).name,
         "skeletal_attention": None if skeletal_attention is None else bool(skeletal_attention),
     }
-    stored = {
-        "width": network.width,
-        "input_size": tuple(network.input_size),
-        "keypoint_set": network.keypoint_set.name,
-        "skeletal_attention": network.skeletal_attention,
-    }
     for name, value in given.items():
         if value is not None and value != stored[name]:
             raise ValueError(
-                f"{path} holds a {describe_model(network)} model, but {name}={value!r} was "
-                f"requested (stored: {stored[name]!r}). A .keras file carries its own "
-                "architecture: drop the flag, or pass the checkpoint that matches it."
+                f"{path} holds a model with {name}={stored[name]!r}, but {name}={value!r} was "
+                "requested. A .keras file carries its own architecture: drop the flag, or pass "
+                "the checkpoint that matches it."
             )
 
 
@@ -130,18 +169,22 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
             f"Cannot tell the checkpoint format of {path}: expected a .keras file, a run "
             f"directory or a {_WEIGHTS_SUFFIX} file."
         )
+    stored = _stored_architecture(path)
+    if stored is not None:  # refuse a mismatch before the (slow) full load
+        _check_agrees(stored, path, width, input_size, keypoint_set, skeletal_attention)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             network = keras.saving.load_model(path, safe_mode=True)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, KeyError, zipfile.BadZipFile) as error:
         raise ValueError(f"Cannot load the pose network in {path}: {_short(error)}") from None
     if not isinstance(network, PoseHRNet):
         raise ValueError(
             f"{path} holds a {type(network).__name__}, not a skelpose_tf PoseHRNet (save the "
             "network, not the trainer: train.py writes best.keras / last.keras that way)."
         )
-    _check_agrees(network, path, width, input_size, keypoint_set, skeletal_attention)
+    _check_agrees(_architecture(network.get_config()), path, width, input_size, keypoint_set,
+                  skeletal_attention)
     return network, path
 
 

@@ -34,7 +34,8 @@ import os
 import cv2
 import numpy as np
 
-from skelpose_tf.data.images import ImageDecodeError, decode_image, read_image_bytes, read_image_size
+from skelpose_tf.data.images import (ImageDecodeError, decode_image, read_image_bytes,
+                                     read_image_size)
 from skelpose_tf.data.pipeline import make_eval_dataset
 from skelpose_tf.data.records import PersonRecord, SkipReport, as_float32
 from skelpose_tf.data.transforms import (affine_matrix, apply_affine, box_to_center_scale,
@@ -246,7 +247,7 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
     return records, images
 
 
-def predict_images(network, image_paths, boxes=None, boxes_file="", decoder="weighted",
+def predict_images(network, image_paths, boxes=None, boxes_file="", *, decoder="weighted",
                    flip_test=True, batch_size=16, top_n=20) -> list:
     """Predict every person of every image.
 
@@ -361,8 +362,8 @@ def _write_png(path, image_rgb):
         raise ValueError(f"Cannot write {path}.")
 
 
-def write_outputs(predictions, network, out_dir, weights="", decoder="weighted", flip_test=True,
-                  show_maps=False, threshold=0.3, top_n=20) -> dict:
+def write_outputs(predictions, network, out_dir, *, weights="", decoder="weighted",
+                  flip_test=True, show_maps=False, threshold=0.3, top_n=20) -> dict:
     """Write `predictions.json`, the skeleton PNGs and (with `show_maps`) the maps panels.
 
     Returns:

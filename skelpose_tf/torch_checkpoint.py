@@ -79,12 +79,9 @@ class _StorageType:
         self.name = name
 
     def numpy_dtype(self, byteorder):
+        """numpy dtype of the raw elements; `byteorder` is "<" or ">"."""
         code = STORAGE_DTYPES[self.name]
-        if code == "bf16":
-            return np.dtype(byteorder + "u2")
-        if code in ("b1", "u1", "i1"):
-            return np.dtype({"b1": "?", "u1": "u1", "i1": "i1"}[code])
-        return np.dtype(byteorder + code)
+        return np.dtype(byteorder + ("u2" if code == "bf16" else code))
 
 
 class _Storage:

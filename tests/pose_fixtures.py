@@ -7,6 +7,7 @@
   milliseconds, unlike an HRNet.
 - `save_tiny_model`: an untrained W8 `PoseHRNet` saved as a run directory (`best.keras`).
 - `run_script`: runs a repository script (evaluate.py, ...) in a subprocess.
+- `pycocotools_stats`: COCOeval run directly, the oracle for every COCO number.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
-from data_fixtures import blob_image, coco_keypoints, write_coco, write_image
+from data_fixtures import blob_image, coco_keypoints, write_coco
 from skelpose_tf.keypoints import KeypointSet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +91,8 @@ def write_dots_dataset(directory, num_images=2, detection_jitter=3.0) -> dict:
         people = [((x + offset, y, w, h), [(px + offset, py) for px, py in keypoints])
                   for (x, y, w, h), keypoints in DOT_PEOPLE]
         name = f"dots_{i}.png"
-        write_image(os.path.join(image_dir, name), dot_image(people))
+        os.makedirs(image_dir, exist_ok=True)
+        cv2.imwrite(os.path.join(image_dir, name), dot_image(people)[..., ::-1])
         images.append({"id": i + 1, "file_name": name, "height": DOT_IMAGE_SIZE[0],
                        "width": DOT_IMAGE_SIZE[1]})
         for p, (box, keypoints) in enumerate(people):
@@ -128,6 +131,26 @@ def run_script(script, *args, timeout=600):
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *map(str, args)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def pycocotools_stats(annotation_file, results_file, sigmas=None) -> np.ndarray:
+    """COCOeval keypoint stats [10] computed directly with pycocotools (an independent oracle)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(annotation_file)
+        coco_eval = COCOeval(truth, truth.loadRes(results_file), "keypoints")
+        coco_eval.params.useSegm = None
+        if sigmas is not None:
+            coco_eval.params.kpt_oks_sigmas = np.asarray(sigmas)
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    return coco_eval.stats
 
 
 def nearest_truth_errors(results, people_by_image) -> np.ndarray:

@@ -19,6 +19,7 @@ import pytest
 from skelpose_tf.convert_weights import (
     WeightImportError,
     convert_checkpoint,
+    converted_file_info,
     load_backbone_weights,
     load_state_dict_into_model,
     model_to_state_dict,
@@ -205,6 +206,11 @@ def test_other_width_or_keypoint_count_is_a_clear_error(source_model):
     with pytest.raises(ValueError, match=r"predicts 17 keypoints \(final_layer.weight "
                                          r"\(17, 8, 1, 1\)\) but the model has 16"):
         load_state_dict_into_model(mpii, state, source="coco.pth")
+    # As the message suggests, the backbone alone loads; the 16-keypoint head keeps its init.
+    head_before = mpii.get_layer("keypoint_head").kernel.numpy()
+    report = load_state_dict_into_model(mpii, state, checkpoint_kind="imagenet")
+    assert sorted(report.ignored) == ["final_layer.bias", "final_layer.weight"]
+    np.testing.assert_array_equal(mpii.get_layer("keypoint_head").kernel.numpy(), head_before)
 
 
 def test_a_tensor_of_the_wrong_shape_is_named(source_model):
@@ -327,6 +333,9 @@ def test_converted_imagenet_file_keeps_its_record(tmp_path, source_model, imagen
     convert_checkpoint(checkpoint, out, width=WIDTH, reader="numpy")
     target = build_pose_model(WIDTH, SIZE, "mpii")  # any keypoint set: the head is not loaded
     head_before = target.get_layer("keypoint_head").kernel.numpy()
+    info = converted_file_info(out)
+    assert (info["checkpoint_kind"], info["width"]) == ("imagenet", WIDTH)
+    assert info["source"] == "hrnet_w8.pth"
     report = load_backbone_weights(target, out)
     assert report.checkpoint_kind == "imagenet"
     assert sorted(report.ignored) == extra_names
@@ -346,6 +355,7 @@ def test_conversion_rejects_wrong_width_and_foreign_files(tmp_path, source_model
         convert_checkpoint(checkpoint, tmp_path / "w.h5")
     keras_file = tmp_path / "plain.weights.h5"
     model.save_weights(keras_file)
+    assert converted_file_info(keras_file) is None
     with pytest.raises(ValueError, match="not a file written by"):
         load_backbone_weights(model, keras_file)
     with pytest.raises(ValueError, match="Checkpoint file not found"):

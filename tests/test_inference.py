@@ -1,7 +1,5 @@
 """Flip test and the mapping of predictions back to original-image pixels."""
 
-import os
-
 import numpy as np
 import pytest
 
@@ -21,6 +19,11 @@ def network():
     return build_pose_model(8, INPUT_SIZE, "coco", skeletal_attention=True)
 
 
+@pytest.fixture(scope="module")
+def flip_predictor(network):
+    return PosePredictor(network, codec_for_model(network), flip_test=True)
+
+
 def mirrored_points(keypoints, flip_index, width):
     """Keypoints of the mirror image: x -> W - 1 - x, left and right swapped."""
     mirrored = np.asarray(keypoints, np.float64).copy()
@@ -28,31 +31,37 @@ def mirrored_points(keypoints, flip_index, width):
     return mirrored[..., list(flip_index), :]
 
 
-def test_flip_test_makes_predictions_mirror_equivariant(network):
-    predictor = PosePredictor(network, codec_for_model(network), flip_test=True)
+def test_flip_test_makes_predictions_mirror_equivariant(network, flip_predictor):
+    predictor = flip_predictor
     flip_index = network.keypoint_set.flip_index
     image = np.random.default_rng(0).integers(0, 256, (1, *INPUT_SIZE, 3), dtype=np.uint8)
     mirror = image[:, :, ::-1]
     heatmaps, mirror_heatmaps = predictor.heatmaps(image), predictor.heatmaps(mirror)
-    np.testing.assert_allclose(mirror_heatmaps, flip_heatmaps(heatmaps, flip_index), atol=1e-6)
-    for decoder in DECODERS:
+    scale = float(np.abs(heatmaps).max())  # an untrained network's maps are ~1e-10
+    np.testing.assert_allclose(mirror_heatmaps, flip_heatmaps(heatmaps, flip_index),
+                               atol=1e-6 * scale)
+    # Not `quarter`: its official inside-test 1 < px < w - 1 treats the left and right borders
+    # differently, so a peak in column 1 is refined only in the mirror image.
+    for decoder in ("weighted", "argmax", "dark"):
         keypoints, scores = predictor.predict(image, decoder)
         mirror_keypoints, mirror_scores = predictor.predict(mirror, decoder)
         np.testing.assert_allclose(
             mirror_keypoints, mirrored_points(keypoints, flip_index, INPUT_SIZE[1]), atol=1e-3,
             err_msg=decoder)
-        np.testing.assert_allclose(mirror_scores, scores[:, list(flip_index)], atol=1e-6)
+        np.testing.assert_allclose(mirror_scores, scores[:, list(flip_index)],
+                                   atol=1e-6 * scale)
 
 
-def test_flip_test_of_a_symmetric_input_gives_mirrored_keypoints(network):
-    predictor = PosePredictor(network, codec_for_model(network, "argmax"), flip_test=True)
+def test_flip_test_of_a_symmetric_input_gives_mirrored_keypoints(network, flip_predictor):
+    predictor = flip_predictor
     flip_index = np.asarray(network.keypoint_set.flip_index)
     half = np.random.default_rng(1).integers(0, 256, (1, INPUT_SIZE[0], INPUT_SIZE[1] // 2, 3))
     image = np.concatenate([half, half[:, :, ::-1]], axis=2).astype(np.uint8)
     heatmaps = np.asarray(predictor.heatmaps(image))
     # Each map is the mirror of its partner's; a centre keypoint's map is mirror-symmetric.
-    np.testing.assert_allclose(heatmaps[:, :, ::-1][..., flip_index], heatmaps, atol=1e-6)
-    keypoints, _ = predictor.predict(image)
+    np.testing.assert_allclose(heatmaps[:, :, ::-1][..., flip_index], heatmaps,
+                               atol=1e-6 * np.abs(heatmaps).max())
+    keypoints, _ = predictor.predict(image, "argmax")
     paired = flip_index != np.arange(len(flip_index))
     assert paired.sum() == 2 * len(network.keypoint_set.flip_pairs)
     expected = mirrored_points(keypoints, flip_index, INPUT_SIZE[1])
@@ -64,7 +73,7 @@ def test_without_flip_test_the_network_alone_is_not_mirror_equivariant(network):
     image = np.random.default_rng(0).integers(0, 256, (1, *INPUT_SIZE, 3), dtype=np.uint8)
     mirror_heatmaps = np.asarray(predictor.heatmaps(image[:, :, ::-1]))
     flipped = np.asarray(flip_heatmaps(predictor.heatmaps(image), network.keypoint_set.flip_index))
-    assert np.abs(mirror_heatmaps - flipped).max() > 1e-4
+    assert np.abs(mirror_heatmaps - flipped).max() > 1e-2 * np.abs(flipped).max()
 
 
 @pytest.mark.parametrize("flip_test", [True, False])
@@ -86,6 +95,4 @@ def test_keypoints_map_back_to_original_image_pixels(tmp_path, flip_test):
         bound = 2.0 * np.sqrt(2.0) if decoder == "argmax" else 1.5
         assert errors_in_crop_pixels.max() <= bound, (decoder, errors_in_crop_pixels.max())
     assert np.all(predictions["scores"]["dark"] > 0.3)
-    # The records follow the truth table: image 2 is image 1 shifted by 3 px.
     np.testing.assert_allclose(records[0].keypoints, DOT_PEOPLE[0][1], atol=1e-4)
-    assert os.path.exists(paths["ann"])

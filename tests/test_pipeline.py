@@ -119,6 +119,22 @@ def test_flip_mirrors_the_crop_exactly_and_swaps_partners(people):
     np.testing.assert_array_equal(flip_vis, plain_vis[:, index])
 
 
+def test_static_shapes_for_keras(people, tmp_path):
+    tfrecords.write_tfrecords(people, str(tmp_path), 1, COCO, INPUT_SIZE)
+    for source in (people, tfrecords.TFRecordSource(str(tmp_path))):
+        train = pipeline.make_train_dataset(source, COCO, INPUT_SIZE, 6, seed=0)
+        image_spec, target_spec = train.element_spec
+        assert image_spec.shape == (6, 64, 48, 3) and image_spec.dtype == tf.uint8
+        assert target_spec["keypoints"].shape == (6, K, 2)
+        assert target_spec["visibility"].shape == (6, K)
+        image_spec, meta_spec = pipeline.make_eval_dataset(source, COCO, INPUT_SIZE,
+                                                           4).element_spec
+        assert image_spec.shape.as_list() == [None, 64, 48, 3]
+        assert meta_spec["keypoints"].shape.as_list() == [None, K, 2]
+        assert meta_spec["center"].shape.as_list() == [None, 2]
+        assert meta_spec["record_index"].dtype == tf.int64
+
+
 def test_eval_crops_match_the_closed_form(people):
     dataset = pipeline.make_eval_dataset(people, COCO, INPUT_SIZE, 2)
     batches = list(dataset)
@@ -211,6 +227,19 @@ def test_bad_images_are_skipped_and_counted_never_raised(tmp_path):
     centre = images.numpy()[:, 32, 24]
     np.testing.assert_array_equal(centre[1], [200, 200, 200])  # grey replicated
     assert centre[2][0] < 5 and min(centre[2][1:]) > 250  # CMYK cyan -> RGB (0, 255, 255)
+
+
+def test_training_replaces_records_whose_image_fails(people, tmp_path):
+    records = [people[0], _record(tmp_path / "gone.jpg")]
+    report = SkipReport()
+    dataset = pipeline.make_train_dataset(records, COCO, INPUT_SIZE, 4, AugmentConfig.none(),
+                                          seed=0, report=report)
+    for images, targets in dataset.take(3):
+        assert images.shape == (4, 64, 48, 3)  # batches stay full
+        # every sample is the good record's crop
+        np.testing.assert_array_equal(targets["visibility"].numpy()[:, 0], 1.0)
+        assert np.all(images.numpy() == images.numpy()[:1])
+    assert report.skipped == {"missing image file": 1}
 
 
 def test_training_with_only_bad_images_stops_with_a_clear_error(tmp_path):

@@ -75,6 +75,18 @@ def test_strided_views_of_a_shared_storage(tmp_path, layout):
     assert read["transposed"].flags["C_CONTIGUOUS"] and read["transposed"].flags["WRITEABLE"]
 
 
+def test_big_endian_archive(tmp_path):
+    state = _sample_state_dict()
+    path = tmp_path / "big.pth"
+    write_zip_checkpoint(path, state, byteorder="big")
+    with zipfile.ZipFile(path) as archive:  # the stored bytes really are big-endian
+        assert archive.read("archive/data/0") == state["conv.weight"].astype(">f4").tobytes()
+    read = read_state_dict(path, reader="numpy")
+    for name, value in state.items():
+        assert read[name].dtype == value.dtype, name
+        np.testing.assert_array_equal(read[name], value)
+
+
 def test_archive_prefix_is_taken_from_the_file(tmp_path):
     # torch.save names the zip's top folder after the file; any name must work.
     state = {"w": np.ones((2, 2), np.float32)}

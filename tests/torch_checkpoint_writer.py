@@ -115,20 +115,23 @@ class _ObjectPickle:
         return b"\x80\x02" + self.value(obj) + b"."
 
 
-def _storage_bytes(array):
-    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
+def _storage_bytes(array, byteorder="little"):
+    order = "<" if byteorder == "little" else ">"
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder(order)).tobytes()
 
 
-def write_zip_checkpoint(path, obj, archive_name="archive", data_pickle=None):
-    """Write `obj` as `torch.save` does (zip layout). `data_pickle` replaces the object pickle."""
+def write_zip_checkpoint(path, obj, archive_name="archive", data_pickle=None,
+                         byteorder="little"):
+    """Write `obj` as `torch.save` does (zip layout). `data_pickle` replaces the object pickle;
+    `byteorder` "big" writes what a big-endian machine would."""
     writer = _ObjectPickle(legacy=False)
     pickled = writer.dumps(obj)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(f"{archive_name}/data.pkl",
                          pickled if data_pickle is None else data_pickle)
-        archive.writestr(f"{archive_name}/byteorder", "little")
+        archive.writestr(f"{archive_name}/byteorder", byteorder)
         for key, storage in writer.storages.items():
-            archive.writestr(f"{archive_name}/data/{key}", _storage_bytes(storage))
+            archive.writestr(f"{archive_name}/data/{key}", _storage_bytes(storage, byteorder))
         archive.writestr(f"{archive_name}/version", "3\n")
 
 

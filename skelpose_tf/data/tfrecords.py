@@ -169,8 +169,8 @@ class TFRecordSource:
         files = [os.path.join(self.directory, s["file"]) for s in mine]
         return files, sum(s["num_records"] for s in mine)
 
-    def train_samples(self, maker, num_shards, shard_index, seed, sample_seed, shuffle_buffer,
-                      deterministic):
+    def train_batches(self, maker, batch_size, num_shards, shard_index, seed, sample_seed,
+                      shuffle_buffer, deterministic):
         files, num_records = self._files(maker, num_shards, shard_index)
         dataset = tf.data.Dataset.from_tensor_slices(files)
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -181,7 +181,8 @@ class TFRecordSource:
         load = _image_loader(maker, num_records, must_progress=True)
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         dataset = dataset.unbatch().filter(lambda sample: sample["ok"])
-        return dataset.shuffle(shuffle_buffer or self.person_buffer, seed=seed)
+        dataset = dataset.shuffle(shuffle_buffer or self.person_buffer, seed=seed)
+        return dataset.batch(batch_size, drop_remainder=True)
 
     def eval_samples(self, maker, num_shards, shard_index):
         files, num_records = self._files(maker, num_shards, shard_index)

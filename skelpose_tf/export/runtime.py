@@ -173,10 +173,8 @@ class KerasRunner:
 
     def predict(self, images) -> dict:
         """keypoints [N, K, 2] crop pixels, keypoint_scores [N, K], heatmaps [N, h, w, K]."""
-        import tensorflow as tf
-
         images = check_images(images, self.input_size, f"Keras model {self.network.name}")
-        heatmaps = self.predictor.heatmaps(tf.cast(images, tf.float32))
+        heatmaps = self.predictor.heatmaps(images)
         keypoints, scores = self.codec.decode(heatmaps)
         return {"keypoints": np.asarray(keypoints), "keypoint_scores": np.asarray(scores),
                 "heatmaps": np.asarray(heatmaps)}

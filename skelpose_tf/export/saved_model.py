@@ -135,7 +135,7 @@ class ServingGraph:
 
     def heatmaps(self, images):
         """float32 [N, h, w, K] heatmaps of uint8 crops (flip-averaged with `flip_test`), N > 0."""
-        return self._predictor.heatmaps(tf.cast(images, tf.float32))
+        return self._predictor.heatmaps(images)
 
     def heatmaps_any_batch(self, images):
         """`heatmaps` that also accepts N = 0 (the SavedModel signatures use it).
@@ -167,7 +167,7 @@ class ServingGraph:
         return center, tf.stack([region_width, region_height], axis=-1) * self.padding
 
     def crop(self, image, center, scale):
-        """Cut the regions out of one image: float32 [M, H, W, 3] with integer levels.
+        """Cut the regions out of one image: uint8 [M, H, W, 3] (bilinear, rounded).
 
         Crop pixel (i, j) samples the image at center + ((i, j) - ((W - 1) / 2, (H - 1) / 2))
         * scale / (W, H), the inverse of `transforms.affine_matrix` without rotation.
@@ -188,7 +188,7 @@ class ServingGraph:
 
         crops = tf.map_fn(cut, transforms, fn_output_signature=tf.TensorSpec(
             [height, width, 3], tf.float32))
-        return tf.clip_by_value(tf.round(crops), 0.0, 255.0)
+        return tf.cast(tf.clip_by_value(tf.round(crops), 0.0, 255.0), tf.uint8)
 
     def to_image(self, keypoints, center, scale):
         """Crop pixels [M, K, 2] -> image pixels (inverse of the crop, `crop_to_image`)."""
@@ -350,7 +350,8 @@ def read_metadata(artifact_path) -> dict:
 
 
 def export_saved_model(network, path, *, decoder="weighted", flip_test=True,
-                       include_heatmaps=True, top_n=20, padding=BOX_PADDING) -> str:
+                       include_heatmaps=True, top_n=20, padding=BOX_PADDING,
+                       graph: ServingGraph | None = None) -> str:
     """Export `network` as a frozen SavedModel with `serving_default` and `full_image`.
 
     Args:
@@ -361,12 +362,14 @@ def export_saved_model(network, path, *, decoder="weighted", flip_test=True,
         include_heatmaps: also return `heatmaps` from `serving_default`.
         top_n: N of the `weighted` decoder.
         padding: region enlargement around the boxes of `full_image`.
+        graph: a `ServingGraph` to reuse (its decoder, flip test and padding then win).
 
     Returns:
         `path`.
     """
-    graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n,
-                         padding=padding)
+    if graph is None:
+        graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n,
+                             padding=padding)
     write_frozen_saved_model(path, {
         SERVING_SIGNATURE: graph.crops_signature(include_heatmaps),
         FULL_IMAGE_SIGNATURE: graph.full_image_signature(),

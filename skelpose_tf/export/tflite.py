@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -55,6 +56,9 @@ QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 VARIANTS = ("keypoints", "heatmaps")
 KEYPOINTS_OUTPUT = "keypoints_with_scores"
 HEATMAPS_OUTPUT = "heatmaps"
+# Name scope of the decoding ops: full int8 quantisation leaves them (and all that follows) in
+# float32 (see `convert`).
+DECODER_SCOPE = "keypoint_decoder"
 
 
 def keypoints_signature(graph: ServingGraph, batch_size=1):
@@ -62,10 +66,12 @@ def keypoints_signature(graph: ServingGraph, batch_size=1):
     height, width = graph.input_size
 
     def serve(images):
-        keypoints, scores = graph.decode(graph.heatmaps(images))
-        y = (keypoints[..., 1] + 0.5) / height
-        x = (keypoints[..., 0] + 0.5) / width
-        return {KEYPOINTS_OUTPUT: tf.stack([y, x, scores], axis=-1)[:, None]}
+        heatmaps = graph.heatmaps(images)
+        with tf.name_scope(DECODER_SCOPE):
+            keypoints, scores = graph.decode(heatmaps)
+            y = (keypoints[..., 1] + 0.5) / height
+            x = (keypoints[..., 0] + 0.5) / width
+            return {KEYPOINTS_OUTPUT: tf.stack([y, x, scores], axis=-1)[:, None]}
 
     return serve, [graph.images_spec(batch_size)]
 
@@ -79,14 +85,22 @@ def heatmaps_signature(graph: ServingGraph, batch_size=1):
     return serve, [graph.images_spec(batch_size)]
 
 
-def make_converter(saved_model_dir, quantization, calibration_crops=None):
-    """A `TFLiteConverter` for the SavedModel's `serving_default`, set up for `quantization`.
+def convert(saved_model_dir, quantization, calibration_crops=None, batch_size=1) -> bytes:
+    """Convert the SavedModel's `serving_default` to TFLite with `quantization`; the model bytes.
 
     Args:
         saved_model_dir: a SavedModel whose `serving_default` takes `images` uint8 [B, H, W, 3].
         quantization: one of `QUANTIZATIONS`.
-        calibration_crops: uint8 [N, H, W, 3] real crops; required for `int8`, fed one at a
-            time (repeated to the model's batch size) as its representative dataset.
+        calibration_crops: uint8 [N, H, W, 3] real crops; required for `int8`, fed in
+            batches of `batch_size` (the model's fixed batch; the last one wraps around) as
+            its representative dataset.
+        batch_size: the model's fixed batch size.
+
+    For `int8`, the ops in `DECODER_SCOPE` and every op after them stay float32 (selective
+    quantisation with `tf.lite.experimental.QuantizationDebugger`'s `denylisted_nodes`): in
+    int8, the decoded coordinates, scaled to [0, 1] and packed with the scores into one
+    tensor, would keep 256 levels (a pixel of a 256-pixel crop), and every multiply-add of the
+    weighted average would round again. The heatmaps themselves stay int8 up to the decoder.
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}. "
@@ -104,8 +118,57 @@ def make_converter(saved_model_dir, quantization, calibration_crops=None):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.representative_dataset = lambda: ({"images": crop[None]} for crop in crops)
-    return converter
+
+        def representative_dataset():
+            for start in range(0, len(crops), batch_size):
+                rows = np.arange(start, start + batch_size) % len(crops)
+                yield {"images": crops[rows]}
+
+        converter.representative_dataset = representative_dataset
+        with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter inside
+            warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=representative_dataset)
+            float_nodes, float_op_types = _float_part(debugger.calibrated_model, DECODER_SCOPE)
+            if not float_nodes:
+                return converter.convert()
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=float_nodes, denylisted_ops=float_op_types)
+            return debugger.get_nondebug_quantized_model()
+    return converter.convert()
+
+
+def _float_part(model_content, scope) -> tuple:
+    """What to keep in float: the ops under `scope` and every op downstream of them.
+
+    Returns:
+        (output tensor names of those ops, op types to keep float as a whole). The quantiser
+        matches a multi-output op (TOPK_V2, UNPACK) by a fused name of its outputs, which
+        tensor names do not give, so such op types are listed by type, when the rest of the
+        model does not use them.
+    """
+    from skelpose_tf.export.runtime import make_interpreter
+
+    interpreter = make_interpreter(model_content=model_content, num_threads=1)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    consumers = {}
+    for op in ops:
+        for tensor in op["inputs"]:
+            consumers.setdefault(int(tensor), []).append(op)
+    pending = [op for op in ops if any(f"{scope}/" in names[int(t)] for t in op["outputs"])]
+    chosen = {}
+    while pending:
+        op = pending.pop()
+        if op["index"] in chosen:
+            continue
+        chosen[op["index"]] = op
+        for tensor in op["outputs"]:
+            pending.extend(consumers.get(int(tensor), []))
+    nodes = sorted({names[int(t)] for op in chosen.values() for t in op["outputs"]})
+    elsewhere = {op["op_name"] for op in ops if op["index"] not in chosen}
+    multi_output = {op["op_name"] for op in chosen.values() if len(op["outputs"]) > 1}
+    return nodes, sorted(multi_output - elsewhere)
 
 
 def _check_calibration_crops(crops):
@@ -126,6 +189,75 @@ def model_ops(model_content: bytes) -> list:
 
     interpreter = make_interpreter(model_content=model_content, num_threads=1)
     return sorted({op["op_name"] for op in interpreter._get_ops_details()})
+
+
+class TFLiteExporter:
+    """Writes TFLite models of one `ServingGraph`, tracing each (variant, batch size) once.
+
+    Tracing and freezing the graph is the slow part for a full-size network (tens of seconds
+    for W32); every quantisation of a variant converts the same frozen SavedModel, kept in a
+    scratch directory until `close()` (or the end of a `with` block).
+
+    Args:
+        graph: the `ServingGraph` (network, decoder, flip test of the `keypoints` variant).
+
+    Example:
+    ```python
+    with TFLiteExporter(ServingGraph(network)) as exporter:
+        for quantization in QUANTIZATIONS:
+            exporter.export(f"pose_{quantization}.tflite", quantization, calibration_crops=crops)
+    ```
+    """
+
+    def __init__(self, graph: ServingGraph):
+        self.graph = graph
+        self._plain_graph = graph if not graph.flip_test else ServingGraph(
+            graph.network, decoder=graph.codec.decoder, flip_test=False,
+            top_n=graph.codec.top_n, padding=graph.padding)
+        self._scratch = tempfile.TemporaryDirectory(prefix="skelpose_tflite_")
+        self._sources = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Delete the frozen SavedModels."""
+        self._scratch.cleanup()
+
+    def _graph_for(self, variant) -> ServingGraph:
+        return self.graph if variant == "keypoints" else self._plain_graph
+
+    def source(self, variant, batch_size) -> str:
+        """The frozen SavedModel of `variant` at a fixed `batch_size` (written on first use)."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}. Received: variant={variant!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
+        key = (variant, int(batch_size))
+        if key not in self._sources:
+            signature = (keypoints_signature if variant == "keypoints" else heatmaps_signature)(
+                self._graph_for(variant), int(batch_size))
+            self._sources[key] = write_frozen_saved_model(
+                os.path.join(self._scratch.name, f"{variant}_{int(batch_size)}"),
+                {SERVING_SIGNATURE: signature})
+        return self._sources[key]
+
+    def export(self, path, quantization="float32", variant="keypoints", calibration_crops=None,
+               batch_size=1) -> dict:
+        """Convert to `path` and write its JSON; see `export_tflite` for the arguments."""
+        model_content = convert(self.source(variant, batch_size), quantization,
+                                calibration_crops, int(batch_size))
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "wb") as file:
+            file.write(model_content)
+        metadata = _describe(self._graph_for(variant), variant, quantization, int(batch_size))
+        metadata.update(model_file=os.path.basename(path), size_bytes=len(model_content),
+                        ops=model_ops(model_content))
+        write_metadata(path, metadata)
+        return dict(metadata, path=os.fspath(path))
 
 
 def export_tflite(network, path, *, quantization="float32", variant="keypoints",
@@ -149,30 +281,10 @@ def export_tflite(network, path, *, quantization="float32", variant="keypoints",
     Returns:
         The metadata dict written to the JSON file (with `path`, `ops`, `size_bytes`).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}. Received: variant={variant!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be positive. Received: batch_size={batch_size}")
     if graph is None:
         graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n)
-    if variant == "heatmaps" and graph.flip_test:
-        graph = ServingGraph(graph.network, decoder=graph.codec.decoder, flip_test=False,
-                             top_n=graph.codec.top_n, padding=graph.padding)
-    signature = (keypoints_signature if variant == "keypoints" else heatmaps_signature)(
-        graph, int(batch_size))
-    with tempfile.TemporaryDirectory(prefix="skelpose_tflite_") as scratch:
-        saved_model_dir = write_frozen_saved_model(os.path.join(scratch, "saved_model"),
-                                                   {SERVING_SIGNATURE: signature})
-        model_content = make_converter(saved_model_dir, quantization, calibration_crops).convert()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as file:
-        file.write(model_content)
-    metadata = _describe(graph, variant, quantization, int(batch_size))
-    metadata.update(model_file=os.path.basename(path), size_bytes=len(model_content),
-                    ops=model_ops(model_content))
-    write_metadata(path, metadata)
-    return dict(metadata, path=os.fspath(path))
+    with TFLiteExporter(graph) as exporter:
+        return exporter.export(path, quantization, variant, calibration_crops, batch_size)
 
 
 def _describe(graph: ServingGraph, variant, quantization, batch_size) -> dict:

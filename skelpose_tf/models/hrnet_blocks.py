@@ -5,7 +5,7 @@ checkpoints map onto the Keras model by name (see `skelpose_tf/convert_weights.p
 
 | Keras name                                   | official PyTorch module                |
 |----------------------------------------------|----------------------------------------|
-| `stem_conv1`, `stem_bn1`                     | `conv1`, `bn1`                         |
+| `stem_conv1_conv`, `stem_conv1_bn`          | `conv1`, `bn1`                         |
 | `stage1_block{b}_conv{n}` / `_bn{n}`         | `layer1.{b}.conv{n}` / `bn{n}`         |
 | `stage1_block0_downsample_conv` / `_bn`      | `layer1.0.downsample.0` / `.1`         |
 | `transition{t}_branch{i}_conv` / `_bn`       | `transition{t}.{i}.0` / `.1` (or `.0.0` / `.0.1` for a new branch) |

@@ -252,11 +252,12 @@ def train(config: TrainConfig, out=sys.stdout):
     if epoch < config.epochs and done_in_epoch:
         trainer.fit(train_dataset, initial_epoch=epoch, epochs=epoch + 1,
                     steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=callbacks,
-                    verbose=config.verbose)
+                    verbose=config.verbose, shuffle=False)
         epoch += 1
     if epoch < config.epochs:
         trainer.fit(train_dataset, initial_epoch=epoch, epochs=config.epochs,
-                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=config.verbose)
+                    steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=config.verbose,
+                    shuffle=False)
     train_seconds = time.time() - started
     summary = final_evaluation(config, data, network, out)
     monitor = "PCKh" if config.dataset == "mpii" else "AP"

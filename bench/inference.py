@@ -1,0 +1,274 @@
+"""Inference benchmark: Keras (fp32, bf16), the SavedModel and each TFLite model, batch 1 and 16.
+
+For each model (the trained network of `--weights`, and HRNet-W32 256x192 with random weights
+when `--w32`), on the CPU with 2 threads everywhere (TF intra/inter-op threads, LiteRT
+interpreter threads with XNNPACK):
+
+- `keras fp32`, `keras bf16`: the network's forward pass (`tf.function`, no XLA; bf16 is the
+  `mixed_bfloat16` copy of the same weights), as the PyTorch anchors of
+  `shared/reference/performance-facts.md` measure it;
+- `saved_model`: the exported SavedModel's `serving_default` (forward pass + decoder);
+- `tflite <quantization>`: the MoveNet-contract model (forward pass + decoder inside), built
+  for a fixed batch of 1 or 16, run through the LiteRT signature runner.
+
+Exports for the benchmark are made without the flip test (one forward pass per crop, as the
+anchors). `int8` calibrates on crops of the synthetic training set. Every configuration is
+warmed up, then the configurations take turns (`--repeats` rounds of `--calls` calls each, so
+load changes hit all alike); the figure is the median call. Reported: batch-1 latency (ms) and
+img/s, batch-16 img/s, model size, and the CPU seconds per image of the process (all threads;
+less disturbed by other processes than wall-clock rates on a shared machine). Prints a markdown
+table, the goals against the PyTorch anchors (W32 only), the command, machine, date and load
+average, and writes `--out_json`.
+
+    python -m bench.inference --weights runs/demo            # demo model + W32 256x192
+    python -m bench.inference --weights none --w32 --repeats 5
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+_WEIGHTS = flags.DEFINE_string("weights", "runs/demo",
+                               "Trained model (.keras or run directory); 'none' to skip.")
+_W32 = flags.DEFINE_boolean("w32", True, "Also HRNet-W32 256x192 (COCO) with random weights.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "Batch sizes to time.")
+_QUANTIZATIONS = flags.DEFINE_list("quantizations", ["float32", "float16", "dynamic_int8", "int8"],
+                                   "TFLite quantisations to time.")
+_THREADS = flags.DEFINE_integer("threads", 2, "CPU threads (TF intra/inter-op, LiteRT).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Rounds over all configurations.", lower_bound=1)
+_CALLS = flags.DEFINE_list("calls", ["10", "2"],
+                           "Timed calls per round for each batch size, in --batch_sizes order.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls before timing.", lower_bound=1)
+_DATA_DIR = flags.DEFINE_string("data_dir", "data/synthetic",
+                                "Synthetic data set for int8 calibration and input crops.")
+_NUM_CALIBRATION = flags.DEFINE_integer("num_calibration", 32, "int8 calibration crops.")
+_OUT_JSON = flags.DEFINE_string("out_json", "", "Also write the results here.")
+
+# shared/reference/performance-facts.md, W32 256x192, this 2-core machine, quiet, 2 threads.
+PYTORCH_FASTEST = {1: 11.6, 16: 21.9}  # channels_last + bf16 autocast, img/s
+GOAL_BATCH1_FACTOR = 3.0
+GOAL_BATCH16_FACTOR = 1.1
+
+
+def _machine():
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                     if line.startswith("Model name"))
+    except (OSError, subprocess.CalledProcessError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    return f"{model}, {os.cpu_count()} logical cores"
+
+
+def _load():
+    with open("/proc/loadavg") as file:
+        return " ".join(file.read().split()[:3])
+
+
+def _crops(network, count):
+    """Real crops of the synthetic training set at the network's input size."""
+    from skelpose_tf.evaluate_lib import ensure_synthetic_dataset
+    from skelpose_tf.export import dataset_crops
+
+    paths = ensure_synthetic_dataset(_DATA_DIR.value)
+    return dataset_crops(paths.train_annotations, paths.train_images, network.keypoint_set,
+                         network.input_size, count)
+
+
+def _batch(crops, size):
+    return np.resize(crops, (size, *crops.shape[1:]))
+
+
+def _keras_forward(network):
+    forward = tf.function(lambda images: network(tf.cast(images, tf.float32),
+                                                 training=False)["heatmaps"])
+    return lambda images: forward(tf.constant(images)).numpy()
+
+
+def _bfloat16_copy(network):
+    config = dict(network.get_config(), dtype="mixed_bfloat16")
+    copy = type(network).from_config(config)
+    copy.set_weights(network.get_weights())
+    return copy
+
+
+def _directory_size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def _configurations(label, network, batch_sizes, scratch):
+    """[(model label, config name, batch, function(images), size bytes)]."""
+    from skelpose_tf.export import ServingGraph, TFLiteExporter, export_saved_model
+    from skelpose_tf.export.runtime import make_interpreter
+    from skelpose_tf.export.saved_model import float32_network, load_saved_model
+
+    network = float32_network(network)
+    parameters_bytes = 4 * network.count_params()
+    bfloat16 = _bfloat16_copy(network)
+    configs = []
+    for batch in batch_sizes:
+        configs.append((label, "keras fp32", batch, _keras_forward(network), parameters_bytes))
+        configs.append((label, "keras bf16", batch, _keras_forward(bfloat16), parameters_bytes))
+    print(f"[{label}] exporting the SavedModel", flush=True)
+    graph = ServingGraph(network, flip_test=False)
+    saved_model_dir = export_saved_model(network, os.path.join(scratch, f"{label}_saved_model"),
+                                         include_heatmaps=False, graph=graph)
+    serve = load_saved_model(saved_model_dir).signatures["serving_default"]
+    for batch in batch_sizes:
+        configs.append((label, "saved_model", batch,
+                        lambda images: serve(images=tf.constant(images))["keypoints"].numpy(),
+                        _directory_size(saved_model_dir)))
+    calibration = (_crops(network, _NUM_CALIBRATION.value)
+                   if "int8" in _QUANTIZATIONS.value else None)
+    with TFLiteExporter(graph) as exporter:
+        for batch in batch_sizes:
+            for quantization in _QUANTIZATIONS.value:
+                print(f"[{label}] converting TFLite {quantization}, batch {batch}", flush=True)
+                path = os.path.join(scratch, f"{label}_{quantization}_{batch}.tflite")
+                exporter.export(path, quantization, "keypoints", calibration, batch_size=batch)
+                runner = make_interpreter(path, num_threads=_THREADS.value).get_signature_runner(
+                    "serving_default")
+                configs.append((label, f"tflite {quantization}", batch,
+                                lambda images, run=runner: run(images=images),
+                                os.path.getsize(path)))
+    return configs
+
+
+def _time(configs, inputs, calls):
+    """Median wall and CPU seconds per call of every configuration, taking turns."""
+    for _, _, batch, function, _ in configs:
+        for _ in range(_WARMUP.value):
+            function(inputs[batch])
+    wall = {i: [] for i in range(len(configs))}
+    cpu = {i: [] for i in range(len(configs))}
+    for round_index in range(_REPEATS.value):
+        for i, (label, name, batch, function, _) in enumerate(configs):
+            for _ in range(calls[batch]):
+                started_wall, started_cpu = time.perf_counter(), time.process_time()
+                function(inputs[batch])
+                wall[i].append(time.perf_counter() - started_wall)
+                cpu[i].append(time.process_time() - started_cpu)
+        print(f"round {round_index + 1}/{_REPEATS.value} done (load {_load()})", flush=True)
+    return ({i: statistics.median(v) for i, v in wall.items()},
+            {i: statistics.median(v) for i, v in cpu.items()})
+
+
+def _table(configs, wall, cpu, batch_sizes):
+    rows = {}
+    for i, (label, name, batch, _, size) in enumerate(configs):
+        row = rows.setdefault((label, name), {"model": label, "config": name,
+                                              "size_mb": round(size / 2**20, 2)})
+        row[f"batch{batch}_img_s"] = round(batch / wall[i], 2)
+        row[f"batch{batch}_cpu_s_per_img"] = round(cpu[i] / batch, 4)
+        if batch == 1:
+            row["batch1_latency_ms"] = round(1000 * wall[i], 2)
+    header = ["model", "config", "size MB"]
+    if 1 in batch_sizes:
+        header += ["batch 1 latency ms", "batch 1 img/s"]
+    header += [f"batch {b} img/s" for b in batch_sizes if b != 1]
+    header += [f"batch {b} CPU s/img" for b in batch_sizes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows.values():
+        cells = [row["model"], row["config"], f"{row['size_mb']:.2f}"]
+        if 1 in batch_sizes:
+            cells += [f"{row['batch1_latency_ms']:.1f}", f"{row['batch1_img_s']:.1f}"]
+        cells += [f"{row[f'batch{b}_img_s']:.1f}" for b in batch_sizes if b != 1]
+        cells += [f"{row[f'batch{b}_cpu_s_per_img']:.3f}" for b in batch_sizes]
+        lines.append("| " + " | ".join(cells) + " |")
+    return list(rows.values()), "\n".join(lines)
+
+
+def _goals(rows, label):
+    lines = []
+    mine = [r for r in rows if r["model"] == label]
+    for batch, factor in ((1, GOAL_BATCH1_FACTOR), (16, GOAL_BATCH16_FACTOR)):
+        key = f"batch{batch}_img_s"
+        candidates = [r for r in mine if key in r]
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda r: r[key])
+        goal = factor * PYTORCH_FASTEST[batch]
+        verdict = "met" if best[key] >= goal else "NOT met"
+        lines.append(f"- {label} batch {batch}: fastest is {best['config']} at {best[key]:.1f} "
+                     f"img/s; goal {factor:g} x PyTorch's {PYTORCH_FASTEST[batch]} = {goal:.1f} "
+                     f"img/s: {verdict}")
+    return lines
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO
+    tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+    tf.config.threading.set_inter_op_parallelism_threads(_THREADS.value)
+    from skelpose_tf.export.runtime import interpreter_backend
+    from skelpose_tf.model_loading import describe_model, load_pose_model
+    from skelpose_tf.models.pose_model import build_pose_model
+
+    batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+    if len(_CALLS.value) != len(batch_sizes):
+        raise app.UsageError("--calls needs one value per --batch_sizes entry.")
+    calls = dict(zip(batch_sizes, (int(c) for c in _CALLS.value)))
+    load_before = _load()
+    models = []
+    if _WEIGHTS.value.lower() != "none":
+        network, source = load_pose_model(_WEIGHTS.value)
+        models.append((f"demo {describe_model(network)}", network, source))
+    if _W32.value:
+        w32 = build_pose_model(32, (256, 192), "coco")
+        models.append((f"W32 256x192 (random weights)", w32, "random initialisation"))
+    if not models:
+        raise app.UsageError("Nothing to benchmark: give --weights or --w32.")
+    all_rows, tables, goals = [], [], []
+    with tempfile.TemporaryDirectory(prefix="skelpose_bench_") as scratch:
+        for label, network, source in models:
+            print(f"model {label} from {source}", flush=True)
+            configs = _configurations(label, network, batch_sizes, scratch)
+            crops = _crops(network, 16)
+            inputs = {b: _batch(crops, b) for b in batch_sizes}
+            wall, cpu = _time(configs, inputs, calls)
+            rows, table = _table(configs, wall, cpu, batch_sizes)
+            all_rows += rows
+            tables.append(table)
+            if label.startswith("W32"):
+                goals += _goals(rows, label)
+    command = "python -m bench.inference " + " ".join(sys.argv[1:])
+    context = {
+        "command": command, "date": datetime.datetime.now().astimezone().isoformat(
+            timespec="seconds"),
+        "machine": _machine(), "threads": _THREADS.value,
+        "load_average_before": load_before, "load_average_after": _load(),
+        "tensorflow": tf.__version__, "tflite_runtime": interpreter_backend(),
+        "repeats": _REPEATS.value, "calls": calls,
+    }
+    print()
+    for table in tables:
+        print(table)
+        print()
+    if goals:
+        print("Goals (PyTorch anchors from shared/reference/performance-facts.md, quiet machine):")
+        print("\n".join(goals))
+    for key, value in context.items():
+        print(f"{key}: {value}")
+    if _OUT_JSON.value:
+        with open(_OUT_JSON.value, "w") as file:
+            json.dump({**context, "rows": all_rows, "goals": goals}, file, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

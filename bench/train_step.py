@@ -1,0 +1,143 @@
+"""Benchmark of the training step: images/s, time to the first step, peak memory, render share.
+
+    python bench/train_step.py --width 32 --input_size 256x192 --batch_size 16 \
+        --precisions float32,mixed_bfloat16 --jit false,true --steps 8
+
+Each configuration runs in its own process (clean peak memory), on random images with random
+keypoints fed from memory, through `PoseTrainer.fit` (the real step: on-device target rendering,
+forward, masked losses, backward, Adam). Reported per configuration:
+- images/s: median over `--steps` timed steps after the first (`--repeats` rounds, median);
+- first step: seconds from `fit` start to the end of the first step (tracing + graph optimisation);
+- peak RSS of the process;
+- render share: time of `HeatmapCodec.encode` on the same batch (compiled the same way) over
+  the step time.
+Prints a markdown table with the command, machine and date, for BENCHMARKS.md.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def measure(args):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from skelpose_tf.codec import HeatmapCodec
+    from skelpose_tf.models.pose_model import build_pose_model, parse_input_size
+    from skelpose_tf.training.trainer import PoseTrainer
+
+    size = parse_input_size(args.input_size)
+    topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1) if args.tiny_topology else {}
+    network = build_pose_model(args.width, size, "coco", dtype=args.precision, **topology)
+    codec = HeatmapCodec(size, "coco")
+    trainer = PoseTrainer(network, codec)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch_size, *size, 3)).astype("uint8")
+    labels = {"keypoints": rng.uniform(0, min(size), (args.batch_size, 17, 2)).astype("float32"),
+              "visibility": np.ones((args.batch_size, 17), "float32")}
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    timer = Timer()
+    started = time.perf_counter()
+    trainer.fit(dataset, epochs=1, steps_per_epoch=1 + args.steps * args.repeats, verbose=0,
+                callbacks=[timer], shuffle=False)
+    first_step = timer.ends[0] - started
+    step_times = np.diff(timer.ends)
+    rounds = [np.median(step_times[i * args.steps:(i + 1) * args.steps])
+              for i in range(args.repeats)]
+    step_time = float(np.median(rounds))
+
+    encode = tf.function(codec.encode, jit_compile=args.jit)
+    encode(labels["keypoints"], labels["visibility"])
+    render_times = []
+    for _ in range(20):
+        begin = time.perf_counter()
+        encode(labels["keypoints"], labels["visibility"])["heatmaps"].numpy()
+        render_times.append(time.perf_counter() - begin)
+    render_time = float(np.median(render_times))
+    return {
+        "width": args.width, "input_size": args.input_size, "batch_size": args.batch_size,
+        "precision": args.precision, "jit_compile": args.jit, "tiny_topology": args.tiny_topology,
+        "images_per_s": args.batch_size / step_time, "step_s": step_time,
+        "first_step_s": first_step, "peak_rss_gb": resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "render_ms": render_time * 1e3, "render_share": render_time / step_time,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--input_size", default="256x192")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--jit", default="false", help="comma list of true/false")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--tiny_topology", action="store_true")
+    parser.add_argument("--json_out", default="")
+    parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        precision, jit = args.child.split(":")
+        args.precision, args.jit = precision, jit == "true"
+        print("RESULT " + json.dumps(measure(args)), flush=True)
+        return
+    rows = []
+    for precision in args.precisions.split(","):
+        for jit in args.jit.split(","):
+            command = [sys.executable, __file__, "--child", f"{precision}:{jit}",
+                       "--width", str(args.width), "--input_size", args.input_size,
+                       "--batch_size", str(args.batch_size), "--steps", str(args.steps),
+                       "--repeats", str(args.repeats)] + (
+                           ["--tiny_topology"] if args.tiny_topology else [])
+            output = subprocess.run(command, capture_output=True, text=True)
+            lines = [l for l in output.stdout.splitlines() if l.startswith("RESULT ")]
+            if not lines:
+                print(output.stderr[-2000:], file=sys.stderr)
+                continue
+            rows.append(json.loads(lines[-1][len("RESULT "):]))
+            print(json.dumps(rows[-1]), flush=True)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"\n`python {' '.join(sys.argv)}` on {cpu}, {os.cpu_count()} cores, "
+          f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}\n")
+    print("| model | input | batch | precision | XLA | img/s | first step (s) | peak RSS (GB) "
+          "| render (ms) | render share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        model = f"W{r['width']}{' tiny' if r['tiny_topology'] else ''}"
+        print(f"| {model} | {r['input_size']} | {r['batch_size']} | {r['precision']} | "
+              f"{'on' if r['jit_compile'] else 'off'} | {r['images_per_s']:.2f} | "
+              f"{r['first_step_s']:.1f} | {r['peak_rss_gb']:.2f} | {r['render_ms']:.1f} | "
+              f"{100 * r['render_share']:.1f}% |")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

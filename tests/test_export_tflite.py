@@ -1,0 +1,216 @@
+"""TFLite export: every quantisation x variant end to end, the MoveNet contract, bad input.
+
+Tiny He-initialised model (W8, 64x64, one module and one block per stage) and real crops of
+the synthetic data set; int8 calibrates on training-set crops and is checked on val crops.
+Random weights make quantisation look worse than on a trained model (no clear peaks), so the
+quantised variants are held to bounds on the heatmaps and scores here; their keypoint error
+and AP cost are measured on the trained demo model (BENCHMARKS.md).
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from skelpose_tf.export import (DEFAULT_TOLERANCES, ExportVerificationError, KerasRunner,
+                                QUANTIZATIONS, Tolerance, compare_ap, dataset_crops, export_all,
+                                export_tflite)
+from skelpose_tf.export.runtime import TFLiteRunner, make_interpreter
+from skelpose_tf.export.saved_model import ServingGraph
+from skelpose_tf.export.tflite import convert
+from skelpose_tf.export.verify import compare_outputs
+from skelpose_tf.keypoints import COCO
+from skelpose_tf.models.pose_model import build_pose_model
+
+INPUT_SIZE = (64, 64)
+K = COCO.num_keypoints
+# Bounds for this random-weight model: heatmap error relative to the largest |heatmap|, and
+# score error (scores are O(10) here, the comparison divides by the largest score).
+HEATMAP_BOUND = {"float32": 1e-5, "float16": 0.01, "dynamic_int8": 0.1, "int8": 0.1}
+SCORE_BOUND = {"float32": 1e-5, "float16": 0.01, "dynamic_int8": 0.1, "int8": 0.1}
+LOOSE = Tolerance(keypoint_max_px=64.0, keypoint_mean_px=64.0, score=0.1, heatmap=0.1)
+
+
+def tiny_network(seed=0):
+    """W8 64x64 pose net, one module/block per stage, convolutions He-initialised."""
+    network = build_pose_model(8, INPUT_SIZE, "coco", stage_modules=(1, 1, 1),
+                               blocks_per_branch=1)
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            weights = layer.get_weights()
+            fan_in = int(np.prod(weights[0].shape[:-1]))
+            weights[0] = rng.normal(0.0, np.sqrt(2.0 / fan_in), weights[0].shape)
+            layer.set_weights([w.astype(np.float32) for w in weights])
+    return network
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from skelpose_tf.data.synthetic import generate_dataset
+
+    return generate_dataset(str(tmp_path_factory.mktemp("synthetic")), 3, 3, seed=0,
+                            image_size=(160, 120))
+
+
+@pytest.fixture(scope="module")
+def network():
+    return tiny_network()
+
+
+@pytest.fixture(scope="module")
+def graph(network):
+    return ServingGraph(network, flip_test=True)
+
+
+@pytest.fixture(scope="module")
+def calibration(data):
+    return dataset_crops(data.train_annotations, data.train_images, COCO, INPUT_SIZE, 16)
+
+
+@pytest.fixture(scope="module")
+def crops(data):
+    return dataset_crops(data.val_annotations, data.val_images, COCO, INPUT_SIZE, 8)
+
+
+@pytest.fixture(scope="module")
+def references(network, crops):
+    return {"keypoints": KerasRunner(network, flip_test=True).predict(crops),
+            "heatmaps": KerasRunner(network, flip_test=False).predict(crops)}
+
+
+@pytest.mark.parametrize("variant", ["keypoints", "heatmaps"])
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_export_load_run_compare(tmp_path, graph, calibration, crops, references, quantization,
+                                 variant):
+    path = str(tmp_path / f"{variant}_{quantization}.tflite")
+    metadata = export_tflite(graph.network, path, quantization=quantization, variant=variant,
+                             calibration_crops=calibration, graph=graph)
+    # The contract, as LiteRT sees it.
+    interpreter = make_interpreter(path)
+    output_name = "keypoints_with_scores" if variant == "keypoints" else "heatmaps"
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["images"], "outputs": [output_name]}}
+    runner = interpreter.get_signature_runner("serving_default")
+    (input_details,) = runner.get_input_details().values()
+    (output_details,) = runner.get_output_details().values()
+    assert input_details["dtype"] == np.uint8
+    assert list(input_details["shape"]) == [1, 64, 64, 3]
+    assert output_details["dtype"] == np.float32
+    expected_shape = [1, 1, K, 3] if variant == "keypoints" else [1, 16, 16, K]
+    assert list(output_details["shape"]) == expected_shape
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert ops == set(metadata["ops"]) and "CONV_2D" in ops
+    assert all(name.isupper() and not name.startswith(("FLEX", "CUSTOM")) for name in ops), ops
+    # The JSON beside the model.
+    with open(path[: -len(".tflite")] + ".json") as file:
+        sidecar = json.load(file)
+    assert sidecar["quantization"] == quantization and sidecar["variant"] == variant
+    assert sidecar["inputs"] == [{"name": "images", "dtype": "uint8", "shape": [1, 64, 64, 3]}]
+    assert sidecar["outputs"][0]["shape"] == expected_shape
+    assert sidecar["keypoint_names"] == list(COCO.keypoint_names)
+    assert sidecar["flip_pairs"] == [list(p) for p in COCO.flip_pairs]
+    assert sidecar["flip_test"] is (variant == "keypoints")
+    assert sidecar["size_bytes"] == os.path.getsize(path)
+    # Run and compare with Keras.
+    reference = references[variant]
+    outputs = TFLiteRunner(path).predict(crops)
+    tolerance = DEFAULT_TOLERANCES["float32"] if quantization == "float32" else LOOSE
+    comparison = compare_outputs(reference, outputs, tolerance, path)
+    assert comparison.passed, comparison
+    assert comparison.max_score_error <= SCORE_BOUND[quantization], comparison
+    if variant == "heatmaps":
+        assert comparison.heatmap_error <= HEATMAP_BOUND[quantization], comparison
+
+
+def test_movenet_layout_is_y_x_score_normalised(tmp_path, graph, crops, references):
+    path = str(tmp_path / "pose.tflite")
+    export_tflite(graph.network, path, quantization="float32", graph=graph)
+    runner = make_interpreter(path).get_signature_runner("serving_default")
+    packed = np.concatenate([runner(images=crop[None])["keypoints_with_scores"]
+                             for crop in crops])[:, 0]
+    expected = references["keypoints"]
+    np.testing.assert_allclose(packed[..., 0], (expected["keypoints"][..., 1] + 0.5) / 64,
+                               atol=1e-5)
+    np.testing.assert_allclose(packed[..., 1], (expected["keypoints"][..., 0] + 0.5) / 64,
+                               atol=1e-5)
+    np.testing.assert_allclose(packed[..., 2], expected["keypoint_scores"],
+                               atol=1e-5 * np.abs(expected["keypoint_scores"]).max())
+    assert packed[..., :2].min() >= 0.0 and packed[..., :2].max() <= 1.0
+
+
+def test_int8_is_integer_up_to_the_heatmaps_and_decodes_in_float(tmp_path, graph, calibration):
+    path = str(tmp_path / "pose_int8.tflite")
+    export_tflite(graph.network, path, quantization="int8", calibration_crops=calibration,
+                  graph=graph)
+    interpreter = make_interpreter(path)
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    conv_inputs = {dtypes[op["inputs"][0]] for op in ops if op["op_name"] == "CONV_2D"}
+    assert conv_inputs == {np.int8}
+    (top_k,) = [op for op in ops if op["op_name"] == "TOPK_V2"]
+    assert dtypes[top_k["inputs"][0]] == np.float32
+
+
+def test_int8_needs_calibration_crops(tmp_path, graph):
+    with pytest.raises(ValueError, match="calibration_crops"):
+        export_tflite(graph.network, str(tmp_path / "x.tflite"), quantization="int8",
+                      graph=graph)
+
+
+def test_unknown_quantization_and_variant_are_refused(tmp_path, graph):
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        convert(str(tmp_path), "int4")
+    with pytest.raises(ValueError, match="variant must be one of"):
+        export_tflite(graph.network, str(tmp_path / "x.tflite"), variant="boxes", graph=graph)
+
+
+def test_bad_input_gives_a_clear_error(tmp_path, graph):
+    path = str(tmp_path / "pose.tflite")
+    export_tflite(graph.network, path, quantization="float32", graph=graph)
+    runner = TFLiteRunner(path)
+    with pytest.raises(ValueError, match="must be uint8"):
+        runner.predict(np.zeros((1, 64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\[N, 64, 64, 3\].*\(1, 32, 64, 3\)"):
+        runner.predict(np.zeros((1, 32, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="batches of exactly 1"):
+        runner.run(np.zeros((2, 64, 64, 3), np.uint8))
+    # LiteRT itself refuses another dtype.
+    raw = make_interpreter(path).get_signature_runner("serving_default")
+    with pytest.raises(ValueError, match="(?i)uint8"):
+        raw(images=np.zeros((1, 64, 64, 3), np.float32))
+
+
+def test_export_all_writes_verifies_and_scores(tmp_path, network, data, calibration, crops):
+    out_dir = str(tmp_path / "export")
+    report = export_all(network, out_dir, calibration, crops, quantizations=("float32", "int8"),
+                        heatmap_quantizations=("float16",), tolerances={"int8": LOOSE,
+                                                                         "float16": LOOSE})
+    assert report.passed
+    names = {os.path.basename(a.path) for a in report.artifacts}
+    assert names == {"saved_model", "pose_float32.tflite", "pose_int8.tflite",
+                     "heatmaps_float16.tflite"}
+    assert [a.variant for a in report.artifacts if a.kind == "saved_model"] == ["crops",
+                                                                                 "full_image"]
+    with open(os.path.join(out_dir, "export_report.json")) as file:
+        assert json.load(file)["passed"] is True
+    with open(os.path.join(out_dir, "pose_int8.json")) as file:
+        assert json.load(file)["verification"][0]["passed"] is True
+    # AP through the exports: the float32 models score exactly as the Keras model does.
+    table = compare_ap(network, report, data.val_annotations, data.val_images)
+    assert table["pose_float32.tflite"] == pytest.approx(table["keras"], abs=1e-6)
+    assert table["saved_model"] == pytest.approx(table["keras"], abs=1e-6)
+    assert set(table) == {"keras", "keras_no_flip", "saved_model", "pose_float32.tflite",
+                          "pose_int8.tflite", "heatmaps_float16.tflite"}
+
+
+def test_export_fails_loudly_past_its_tolerance(tmp_path, network, crops):
+    strict = Tolerance(keypoint_max_px=0.0, keypoint_mean_px=0.0, score=0.0, heatmap=0.0)
+    with pytest.raises(ExportVerificationError, match="heatmaps_float16.tflite.*FAILED"):
+        export_all(network, str(tmp_path / "export"), None, crops, quantizations=(),
+                   heatmap_quantizations=("float16",), saved_model=False,
+                   tolerances={"float16": strict})
+    with open(tmp_path / "export" / "export_report.json") as file:
+        assert json.load(file)["passed"] is False
