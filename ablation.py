@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # noqa: E402
 import sys  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from skelpose_tf import ablation_lib, evaluate_lib  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
@@ -90,6 +90,7 @@ def _ablation():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
     try:
         _ablation()
     except ValueError as error:

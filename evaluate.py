@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # noqa: E402
 import sys  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from skelpose_tf.codec import DECODERS  # noqa: E402
 from skelpose_tf import evaluate_lib  # noqa: E402
@@ -135,6 +135,7 @@ def _evaluate():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
     try:
         if _RESULTS_JSON.value:
             _score_results_file()

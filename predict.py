@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import sys  # noqa: E402
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 from skelpose_tf import predict_lib  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
@@ -74,6 +74,7 @@ def _predict():
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
     try:
         _predict()
     except ValueError as error:

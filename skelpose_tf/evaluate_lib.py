@@ -264,7 +264,7 @@ def _check_decoders(decoders) -> list:
 def _skip_notes(skip_report: SkipReport) -> tuple:
     if not (skip_report.skipped or skip_report.repaired):
         return ()
-    return (f"inputs left out or repaired: {skip_report.summary()}",)
+    return (f"inputs left out or repaired: {skip_report.summary().replace(chr(10), '; ')}",)
 
 
 def first_images(records, max_people: int) -> list:

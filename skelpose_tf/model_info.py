@@ -110,19 +110,23 @@ def format_report(report):
     ])
 
 
-_WIDTH = flags.DEFINE_integer("width", 32, "HRNet width C (32 for W32, 48 for W48).")
-_INPUT_SIZE = flags.DEFINE_string("input_size", "256x192", "Input height x width.")
-_KEYPOINT_SET = flags.DEFINE_string("keypoint_set", "coco", "coco, mpii or a JSON file.")
-_NO_SKELETAL = flags.DEFINE_bool("no_skeletal_attention", False, "Report the HRNet baseline.")
-_JSON = flags.DEFINE_bool("json", False, "Print JSON instead of text.")
-
-
 def main(argv):
     del argv
-    report = model_report(_WIDTH.value, _INPUT_SIZE.value, _KEYPOINT_SET.value,
-                          not _NO_SKELETAL.value)
-    print(json.dumps(report, indent=2) if _JSON.value else format_report(report))
+    values = flags.FLAGS
+    report = model_report(values.width, values.input_size, values.keypoint_set,
+                          not values.no_skeletal_attention)
+    print(json.dumps(report, indent=2) if values.json else format_report(report))
+
+
+def define_flags():
+    """The command's flags (defined only when run as a script, so importing adds none)."""
+    flags.DEFINE_integer("width", 32, "HRNet width C (32 for W32, 48 for W48).")
+    flags.DEFINE_string("input_size", "256x192", "Input height x width.")
+    flags.DEFINE_string("keypoint_set", "coco", "coco, mpii or a JSON file.")
+    flags.DEFINE_bool("no_skeletal_attention", False, "Report the HRNet baseline.")
+    flags.DEFINE_bool("json", False, "Print JSON instead of text.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

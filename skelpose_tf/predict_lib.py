@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import cv2
@@ -47,11 +48,13 @@ from skelpose_tf.inference import PosePredictor, codec_for_model, run_inference
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 BOX_PADDING = 1.25
 WHOLE_IMAGE_PADDING = 1.0
+MIN_PANEL_CROP_WIDTH = 160
+PANEL_CAPTION_HEIGHT = 20
 COORDINATES = "original-image pixels (x, y), 0-based, pixel centres at integers"
 PANEL_CAPTIONS = {
-    "crop": "(a) crop + pose",
-    "skeletal_heatmaps": "(b) skeletal heatmaps",
-    "keypoint_heatmaps": "(f) keypoint heatmaps",
+    "crop": "(a) crop, pose",
+    "skeletal_heatmaps": "(b) skeletal",
+    "keypoint_heatmaps": "(f) keypoints",
     "attention": "(c-e) body attention maps",
 }
 
@@ -181,9 +184,10 @@ class ImagePrediction:
         """JSON-ready: image, size, box source and one entry per person."""
         people = []
         for p in range(self.num_people):
-            xys = np.concatenate([self.keypoints[p], self.keypoint_scores[p][:, None]], axis=-1)
+            xys = np.concatenate([self.keypoints[p], self.keypoint_scores[p][:, None]],
+                                 axis=-1).astype(np.float64)
             people.append({
-                "box": np.round(self.boxes[p], 2).tolist(),
+                "box": np.round(self.boxes[p].astype(np.float64), 2).tolist(),
                 "box_score": round(float(self.box_scores[p]), 4),
                 "score": round(float(self.scores[p]), 4),
                 "keypoints": np.round(xys, 3).tolist(),
@@ -323,7 +327,8 @@ def maps_panel(network, codec, crop, crop_keypoints, keypoint_scores, threshold=
 
     Top row: (a) the crop with its pose, (b) skeletal heatmaps, (f) keypoint heatmaps; bottom
     row, for a model with the skeletal module: (c-e) the upper-, lower- and full-body attention
-    maps. The maps come from `skelpose_tf.training.callbacks.pose_panels` (one forward pass).
+    maps. The maps come from `skelpose_tf.training.callbacks.pose_panels` (one forward pass);
+    crops narrower than `MIN_PANEL_CROP_WIDTH` are shown enlarged by an integer factor.
 
     Args:
         network: the pose network.
@@ -338,16 +343,22 @@ def maps_panel(network, codec, crop, crop_keypoints, keypoint_scores, threshold=
     panels = pose_panels(network, codec, np.asarray(crop)[None], max_images=1)
     drawn = draw_pose(np.asarray(crop), crop_keypoints, keypoint_scores, codec.keypoint_set,
                       threshold=threshold)
-    top = {"crop": tile_images([drawn], cols=1)}
-    top.update({name: panels[name] for name in ("skeletal_heatmaps", "keypoint_heatmaps")
-                if name in panels})
+    panels["crop"] = tile_images([drawn], cols=1)
+    # Small crops (e.g. 96x64) are enlarged so that the maps and captions stay readable.
+    factor = max(1, math.ceil(MIN_PANEL_CROP_WIDTH / crop.shape[1]))
+    panels = {name: cv2.resize(panel, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+              for name, panel in panels.items()}
+    top = {name: panels[name] for name in ("crop", "skeletal_heatmaps", "keypoint_heatmaps")
+           if name in panels}
+    caption_height = PANEL_CAPTION_HEIGHT
     rows = [tile_images(list(top.values()), cols=len(top),
-                        captions=[PANEL_CAPTIONS[name] for name in top])]
+                        captions=[PANEL_CAPTIONS[name] for name in top],
+                        caption_height=caption_height)]
     captions = [""]
     if "attention" in panels:
         rows.append(panels["attention"])
         captions.append(PANEL_CAPTIONS["attention"])
-    return tile_images(rows, cols=1, captions=captions)
+    return tile_images(rows, cols=1, captions=captions, caption_height=caption_height)
 
 
 def _output_stems(image_paths) -> dict:
@@ -391,8 +402,11 @@ def write_outputs(predictions, network, out_dir, *, weights="", decoder="weighte
         "keypoint_names": list(keypoint_set.keypoint_names),
         "images": entries,
     }
+    header = json.dumps({k: v for k, v in payload.items() if k != "images"}, indent=1)
+    lines = ",\n".join("  " + json.dumps(entry) for entry in entries)
     with open(os.path.join(out_dir, "predictions.json"), "w") as f:
-        json.dump(payload, f, indent=1)
+        # One line per image keeps the file readable; it is ordinary JSON.
+        f.write(f'{header[:-2]},\n "images": [\n{lines}\n ]\n}}\n')
     return payload
 
 

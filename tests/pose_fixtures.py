@@ -5,7 +5,8 @@
   channel k. On images of coloured Gaussian dots (`write_dots_dataset`) it is a perfect pose
   estimator, so evaluation must score it AP 1.0 and every mapping error shows; it traces in
   milliseconds, unlike an HRNet.
-- `save_tiny_model`: an untrained W8 `PoseHRNet` saved as a run directory (`best.keras`).
+- `build_tiny_model` / `save_tiny_model`: an untrained W8 `PoseHRNet` (one module of one block
+  per stage), or that model saved as a run directory (`best.keras`).
 - `run_script`: runs a repository script (evaluate.py, ...) in a subprocess.
 - `pycocotools_stats`: COCOeval run directly, the oracle for every COCO number.
 """
@@ -115,11 +116,18 @@ def write_dots_dataset(directory, num_images=2, detection_jitter=3.0) -> dict:
     return paths
 
 
-def save_tiny_model(run_dir, skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):
-    """Build an untrained W8 `PoseHRNet`, save it as `run_dir/best.keras`; returns the model."""
+def build_tiny_model(skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):
+    """An untrained W8 `PoseHRNet` with one module of one block per stage (5x faster to build,
+    load and trace than the official topology, with every part of the architecture)."""
     from skelpose_tf.models.pose_model import build_pose_model
 
-    network = build_pose_model(8, input_size, keypoint_set, skeletal_attention)
+    return build_pose_model(8, input_size, keypoint_set, skeletal_attention,
+                            stage_modules=(1, 1, 1), blocks_per_branch=1)
+
+
+def save_tiny_model(run_dir, skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):
+    """`build_tiny_model`, saved as `run_dir/best.keras`; returns the model."""
+    network = build_tiny_model(skeletal_attention, keypoint_set, input_size)
     os.makedirs(run_dir, exist_ok=True)
     network.save(os.path.join(run_dir, "best.keras"))
     return network

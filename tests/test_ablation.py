@@ -24,7 +24,6 @@ def synthetic(tmp_path_factory):
     return root
 
 
-@pytest.mark.slow  # two W8 models are built, saved and loaded in a subprocess (~45-90 s)
 def test_ablation_command_writes_the_table_iii_rows_as_markdown_and_json(synthetic, tmp_path):
     save_tiny_model(str(tmp_path / "baseline"), skeletal_attention=False)
     save_tiny_model(str(tmp_path / "skeletal"), skeletal_attention=True)

@@ -1,55 +1,52 @@
-"""Every recipe in configs/ parses into a valid TrainConfig with the published settings."""
+"""Every recipe in configs/ resolves, through train.py's flags, to a valid TrainConfig."""
 
 import glob
-import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import pytest
-from absl import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
+CASES = [[f"--flagfile={path}"] for path in CONFIGS] + [
+    ["--flagfile=configs/coco_w32.cfg", "--batch_size=8", "--width=48"],
+    ["--flagfile=configs/demo.cfg", "--input_size=100x96"],
+    ["--dataset=coco"],
+]
 
 
-def _load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", os.path.join(ROOT, "train.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def resolved():
+    output = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "resolve_configs.py"), json.dumps(CASES)],
+        capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-TRAIN = _load_train_script()
-
-
-def parse(*argv):
-    flags.FLAGS.unparse_flags()
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # nested --flagfile paths are relative to the repository root
-    try:
-        flags.FLAGS(["train.py", *argv])
-        return TRAIN.build_config()
-    finally:
-        os.chdir(cwd)
-
-
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.cfg"))))
-def test_every_config_parses(path):
-    config = parse(f"--flagfile={path}")
-    name = os.path.basename(path)
-    assert config.skeletal_attention == ("baseline" not in name)
+@pytest.mark.parametrize("index", range(len(CONFIGS)),
+                         ids=[os.path.basename(p) for p in CONFIGS])
+def test_every_config_parses(resolved, index):
+    config, name = resolved[index], os.path.basename(CONFIGS[index])
+    assert "error" not in config, config
+    assert config["skeletal_attention"] == ("baseline" not in name)
     if name.startswith(("coco_", "mpii_")):
-        assert (config.lr, config.lr_steps, config.epochs) == (1e-3, (170.0, 200.0), 210)
+        assert (config["lr"], config["lr_steps"], config["epochs"]) == (1e-3, [170.0, 200.0], 210)
+        assert config["weight_decay"] == 0.0 and config["flip_prob"] == 0.5
     if name.startswith("mpii_"):
-        assert config.keypoint_set == "mpii" and config.input_size == (256, 256)
-        assert (config.rotation_factor, config.scale_factor, config.half_body_prob) == (30, 0.25, 0)
+        assert config["keypoint_set"] == "mpii" and config["input_size"] == [256, 256]
+        assert (config["rotation_factor"], config["scale_factor"], config["half_body_prob"]) == (
+            30, 0.25, 0)
+    if "384x288" in name:
+        assert config["input_size"] == [384, 288]
 
 
-def test_alias_and_overrides():
-    config = parse("--flagfile=configs/coco_w32.cfg", "--batch_size=8", "--width=48")
-    assert (config.width, config.input_size, config.batch_size) == (48, (256, 192), 8)
+def test_alias_and_overrides(resolved):
+    config = resolved[len(CONFIGS)]
+    assert (config["width"], config["input_size"], config["batch_size"]) == (48, [256, 192], 8)
 
 
-def test_bad_values_are_rejected():
-    with pytest.raises(ValueError, match="multiples of 32"):
-        parse("--flagfile=configs/demo.cfg", "--input_size=100x96")
-    with pytest.raises(ValueError, match="needs the paths"):
-        parse("--dataset=coco")
+def test_bad_values_are_rejected(resolved):
+    assert "multiples of 32" in resolved[len(CONFIGS) + 1]["error"]
+    assert "needs the paths" in resolved[len(CONFIGS) + 2]["error"]

@@ -102,7 +102,6 @@ def test_results_json_scored_by_pycocotools_equals_the_printed_metrics(dots, tmp
     np.testing.assert_allclose([scored["stats"][n] for n in COCO_STAT_NAMES], direct)
 
 
-@pytest.mark.slow  # the W8 model is loaded and traced in a subprocess (~25-45 s)
 def test_evaluate_command_on_the_synthetic_set_writes_results_metrics_and_table(
         synthetic, tiny_run, tmp_path):
     run_dir, _ = tiny_run

@@ -34,6 +34,7 @@ K = COCO.num_keypoints
 
 def tiny_network(dtype=None, seed=0):
     """W8 64x64 pose net, one module/block per stage, convolutions He-initialised."""
+    keras.utils.set_random_seed(seed)  # the layers' own initialisers too (skeletal module)
     network = build_pose_model(8, INPUT_SIZE, "coco", dtype=dtype, stage_modules=(1, 1, 1),
                                blocks_per_branch=1)
     rng = np.random.default_rng(seed)

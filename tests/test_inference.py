@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pose_fixtures import DOT_PEOPLE, DOTS, PoolingNetwork, write_dots_dataset
+from pose_fixtures import DOT_PEOPLE, DOTS, PoolingNetwork, build_tiny_model, write_dots_dataset
 from skelpose_tf.codec import DECODERS, flip_heatmaps
 from skelpose_tf.data.coco import read_coco_keypoints
 from skelpose_tf.data.pipeline import make_eval_dataset
@@ -14,9 +14,7 @@ INPUT_SIZE = (64, 64)
 
 @pytest.fixture(scope="module")
 def network():
-    from skelpose_tf.models.pose_model import build_pose_model
-
-    return build_pose_model(8, INPUT_SIZE, "coco", skeletal_attention=True)
+    return build_tiny_model(skeletal_attention=True, input_size=INPUT_SIZE)
 
 
 @pytest.fixture(scope="module")

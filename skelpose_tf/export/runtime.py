@@ -114,6 +114,10 @@ class TFLiteRunner:
         """keypoints [N, K, 2] crop pixels, keypoint_scores [N, K] (+ heatmaps), any N."""
         images = check_images(images, self.input_size, f"TFLite model {self.path}")
         count = images.shape[0]
+        if count == 0:
+            num_keypoints = len(self.metadata["keypoint_names"])
+            return {"keypoints": np.zeros((0, num_keypoints, 2), np.float32),
+                    "keypoint_scores": np.zeros((0, num_keypoints), np.float32)}
         padded = -count % self.batch_size
         if padded:
             images = np.concatenate([images, np.zeros((padded, *images.shape[1:]), np.uint8)])

@@ -20,11 +20,12 @@ Quantisations (`QUANTIZATIONS`):
 - `float16`: float16 weights (`supported_types=[tf.float16]`), dequantised on the CPU, run
   natively in float16 by GPU delegates; half the size.
 - `dynamic_int8`: int8 weights, activations quantised on the fly per op (`optimizations=
-  [DEFAULT]` without calibration); a quarter of the size and ~3x faster on x86 CPUs.
+  [DEFAULT]` without calibration); a quarter of the size, ~3x faster than float32 for W32 on
+  this project's x86 CPU (`shared/reference/performance-facts.md`).
 - `int8`: full integer quantisation calibrated on a representative set of real crops from the
-  data pipeline (`calibration_crops`): int8 weights and activations wherever TFLite has an int8
-  kernel (`TFLITE_BUILTINS_INT8`), float where it has not; the uint8 input and the float32
-  outputs keep their contract.
+  data pipeline (`calibration_crops`): int8 weights and activations up to the heatmaps
+  (`TFLITE_BUILTINS_INT8`, float where an op has no int8 kernel); the decoder stays float32
+  (see `convert`); the uint8 input and the float32 outputs keep their contract.
 
 Every conversion goes through a frozen SavedModel (`saved_model.write_frozen_saved_model`) and
 `TFLiteConverter.from_saved_model` with `supported_ops` limited to builtins, so no Flex
@@ -35,8 +36,8 @@ names, flip partners, links, decoder, quantisation, the ops in the model and its
 Example:
 ```python
 export_tflite(network, "pose_int8.tflite", quantization="int8", calibration_crops=crops)
-runner = TFLiteRunner("pose_int8.tflite")          # skelpose_tf.export.runtime
-keypoints, scores = runner.predict(crops)["keypoints"], ...
+outputs = TFLiteRunner("pose_int8.tflite").predict(crops)   # skelpose_tf.export.runtime
+outputs["keypoints"]                                         # [N, K, 2] crop pixels
 ```
 """
 
@@ -130,10 +131,8 @@ def convert(saved_model_dir, quantization, calibration_crops=None, batch_size=1)
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter, debug_dataset=representative_dataset)
             float_nodes, float_op_types = _float_part(debugger.calibrated_model, DECODER_SCOPE)
-            if not float_nodes:
-                return converter.convert()
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_nodes=float_nodes, denylisted_ops=float_op_types)
+                denylisted_nodes=float_nodes or None, denylisted_ops=float_op_types or None)
             return debugger.get_nondebug_quantized_model()
     return converter.convert()
 

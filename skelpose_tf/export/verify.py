@@ -240,7 +240,8 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
             `keras_options`: decoder, flip_test, top_n).
         annotation_file, image_dir: the COCO keypoint file and its images.
         results_file: where to write the COCO results JSON.
-        max_images: evaluate only the first this many images (all when None).
+        max_images: evaluate only the first this many images of the annotation file, by
+            image id (all when None).
         box_source: description of the boxes (default: ground-truth boxes).
         batch_size: crops per call of the model.
         num_threads: interpreter threads of a .tflite model.
@@ -253,7 +254,7 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
     from skelpose_tf.data.coco import read_coco_keypoints
     from skelpose_tf.data.pipeline import make_eval_dataset
     from skelpose_tf.data.transforms import crop_to_image
-    from skelpose_tf.evaluation.coco_metric import GROUND_TRUTH_BOXES
+    from skelpose_tf.evaluation.coco_metric import GROUND_TRUTH_BOXES, load_coco_ground_truth
     from skelpose_tf.inference import coco_evaluate
 
     runner = open_runner(artifact, num_threads=num_threads, **keras_options)
@@ -261,9 +262,9 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
     if records is None:
         records = read_coco_keypoints(annotation_file, image_dir, keypoint_set,
                                       runner.input_size)
-    image_ids = sorted({int(r.image_id) for r in records})
+    image_ids = None  # every image of the annotation file, as the official evaluation
     if max_images is not None:
-        image_ids = image_ids[: int(max_images)]
+        image_ids = sorted(load_coco_ground_truth(annotation_file).getImgIds())[: int(max_images)]
         chosen = set(image_ids)
         records = [r for r in records if int(r.image_id) in chosen]
     if not records:
