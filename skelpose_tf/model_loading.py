@@ -6,8 +6,8 @@ a `.weights.h5` file plus the architecture.
   are given must agree with the file (a clear error says which one differs).
 - a run directory: its `best.keras`, else its `last.keras`.
 - `.weights.h5` (e.g. converted published checkpoints): holds weights only, so the network is
-  built in the official topology from `width`, `input_size`, `keypoint_set` and
-  `skeletal_attention`, then `load_weights`; a file saved from another architecture (width,
+  built from `width`, `input_size`, `keypoint_set` and `skeletal_attention` (official topology
+  unless told otherwise), then `load_weights`; a file saved from another architecture (width,
   keypoint count, with or without the skeletal module) is refused with the architecture
   named. The input size is not stored in the weights (every layer is a convolution), so any
   multiple of 32 loads.
@@ -145,7 +145,8 @@ def _check_agrees(stored: dict, path, width, input_size, keypoint_set, skeletal_
 
 
 def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None,
-                    skeletal_attention=None):
+                    skeletal_attention=None, stage_modules=STAGE_MODULES,
+                    blocks_per_branch=BLOCKS_PER_BRANCH):
     """Load a pose network from a `.keras` file, a run directory or a `.weights.h5` file.
 
     Args:
@@ -153,6 +154,8 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
         width, input_size, keypoint_set, skeletal_attention: the architecture. Required
             (width, input_size) or defaulted (keypoint_set "coco", skeletal_attention True)
             for `.weights.h5`; for `.keras` they are optional checks against the file.
+        stage_modules, blocks_per_branch: `.weights.h5` only: the topology to build (official
+            by default, as published checkpoints).
 
     Returns:
         `(network, path)`: the `PoseHRNet` and the file it was loaded from.
@@ -163,7 +166,9 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
     """
     path = resolve_checkpoint(weights)
     if path.endswith(_WEIGHTS_SUFFIX):
-        return _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention), path
+        network = _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention,
+                                     stage_modules, blocks_per_branch)
+        return network, path
     if not path.endswith(".keras"):
         raise ValueError(
             f"Cannot tell the checkpoint format of {path}: expected a .keras file, a run "
@@ -188,7 +193,8 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
     return network, path
 
 
-def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention):
+def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention, stage_modules,
+                       blocks_per_branch):
     if width is None or input_size is None:
         raise ValueError(
             f"{path} holds weights only: pass the architecture it was saved from, --width and "
@@ -198,6 +204,7 @@ def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention
     network = build_pose_model(
         int(width), input_size, keypoint_set or "coco",
         True if skeletal_attention is None else bool(skeletal_attention),
+        stage_modules=stage_modules, blocks_per_branch=blocks_per_branch,
     )
     try:
         with warnings.catch_warnings():

@@ -285,7 +285,9 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, decoder="
                                     report=report)
         try:
             result = run_inference(predictor, dataset, decoders=[decoder], log_every=0)
-        except ValueError:
+        except ValueError as error:  # every image failed to decode
+            if "no person crops" not in str(error):
+                raise
             result = {"record_index": np.zeros((0,), np.int64)}
         done = set(result["record_index"].tolist())
         failed = sorted({records[i].image_path for i in range(len(records)) if i not in done})

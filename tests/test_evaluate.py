@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pose_fixtures import (DOT_PEOPLE, DOTS, PoolingNetwork, nearest_truth_errors,
-                           pycocotools_stats, run_script, save_tiny_model, write_dots_dataset)
+from pose_fixtures import (DOT_PEOPLE, DOTS, PoolingNetwork, build_tiny_model,
+                           nearest_truth_errors, pycocotools_stats, run_script, save_tiny_model,
+                           write_dots_dataset)
 from skelpose_tf import evaluate_lib
 from skelpose_tf.data.synthetic import generate_dataset
 from skelpose_tf.evaluation import COCO_STAT_NAMES
@@ -190,16 +191,17 @@ def test_weights_of_another_keypoint_set_are_refused_before_inference(dots, synt
 
 
 def test_checkpoints_of_another_architecture_are_refused(tmp_path):
-    from skelpose_tf.models.pose_model import build_pose_model
-
-    network = build_pose_model(8, (64, 64), "coco", skeletal_attention=True)
+    network = build_tiny_model(skeletal_attention=True)
     weights = str(tmp_path / "coco.weights.h5")
     network.save_weights(weights)
-    with pytest.raises(ValueError, match="do not fit a W8 64x64 mpii, skeletal attention model"):
-        load_pose_model(weights, width=8, input_size="64x64", keypoint_set="mpii")
+    tiny = {"stage_modules": (1, 1, 1), "blocks_per_branch": 1}
+    with pytest.raises(ValueError, match="do not fit a W8 64x64 mpii, skeletal attention, stages"):
+        load_pose_model(weights, width=8, input_size="64x64", keypoint_set="mpii", **tiny)
+    with pytest.raises(ValueError, match="HRNet baseline.*check --width"):
+        load_pose_model(weights, width=8, input_size="64x64", skeletal_attention=False, **tiny)
     with pytest.raises(ValueError, match="holds weights only: pass the architecture"):
         load_pose_model(weights)
-    loaded, path = load_pose_model(weights, width=8, input_size="64x64")
+    loaded, path = load_pose_model(weights, width=8, input_size="64x64", **tiny)
     assert path == weights
     np.testing.assert_array_equal(loaded.get_layer("keypoint_head").kernel.numpy(),
                                   network.get_layer("keypoint_head").kernel.numpy())

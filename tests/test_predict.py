@@ -130,8 +130,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     _, encoded = cv2.imencode(".jpg", dot_image(ONE_PERSON))
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(encoded.tobytes()[:400])
-    with pytest.raises(ValueError, match="Cannot decode 1 image.*truncated"):
-        predict_lib.predict_images(PoolingNetwork(DOTS), [paths[0], str(truncated)])
+    for images in ([paths[0], str(truncated)], [str(truncated)]):
+        with pytest.raises(ValueError, match="Cannot decode 1 image.*truncated"):
+            predict_lib.predict_images(PoolingNetwork(DOTS), images)
 
 
 def test_predict_command_reports_a_missing_image_without_a_traceback(tmp_path):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from skelpose_tf.data.augment import AugmentConfig
 from skelpose_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from skelpose_tf.data.records import SkipReport
-from skelpose_tf.inference import PosePredictor, codec_for_model, coco_evaluate, run_inference
+from skelpose_tf.inference import codec_for_model
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.models.pose_model import build_pose_model
 from skelpose_tf.training import callbacks as cb
@@ -34,38 +34,38 @@ def resolve_precision(precision):
 
 
 class TrainingData:
-    """Records of a run's training and validation sets, read once.
+    """The people of a run: training records, validation sources and picture crops.
 
     Attributes:
-        train_records, val_records: lists of `PersonRecord`s (validation: ground-truth boxes).
-        val_ann: the COCO annotation file of the validation set ("" for MPII).
-        det_boxes: detector box file for a second final evaluation ("" if none).
-        report: the `SkipReport` of everything skipped or repaired while reading and loading.
+        train_records: `PersonRecord`s of the training set.
+        val_records: validation `PersonRecord`s with ground-truth boxes (for pictures).
+        val_source: the validation `DataSource` with ground-truth boxes.
+        det_source: the same with detector boxes (COCO format only), or None.
+        report: the `SkipReport` of everything skipped or repaired while reading and loading
+            the training data.
     """
 
     def __init__(self, config: TrainConfig, keypoint_set, out=sys.stdout):
         from skelpose_tf.data import coco, mpii
+        from skelpose_tf.evaluate_lib import DataSource
 
         self.report = SkipReport()
         paths = _data_paths(config, out)
-        self.val_ann = paths["val_ann"] if config.dataset != "mpii" else ""
-        self.det_boxes = paths.get("det_boxes", "")
-        self.val_image_dir = paths["val_images"]
-        if config.dataset == "mpii":
-            self.train_records = mpii.read_mpii(paths["train_ann"], paths["train_images"],
-                                                config.input_size, keypoint_set=keypoint_set,
-                                                report=self.report)
-            self.val_records = mpii.read_mpii(paths["val_ann"], paths["val_images"],
-                                              config.input_size, keypoint_set=keypoint_set,
-                                              gt_mat_file=config.val_head_boxes or None,
-                                              report=self.report)
+        dataset = "mpii" if config.dataset == "mpii" else "coco"
+        self.val_source = DataSource(dataset, paths["val_ann"], paths["val_images"],
+                                     head_boxes=config.val_head_boxes)
+        self.det_source = None
+        if dataset == "coco" and paths["det_boxes"]:
+            self.det_source = dataclasses.replace(self.val_source,
+                                                  det_boxes_json=paths["det_boxes"])
+        if dataset == "mpii":
+            read = lambda ann, images, report: mpii.read_mpii(  # noqa: E731
+                ann, images, config.input_size, keypoint_set=keypoint_set, report=report)
         else:
-            self.train_records = coco.read_coco_keypoints(
-                paths["train_ann"], paths["train_images"], keypoint_set, config.input_size,
-                report=self.report)
-            self.val_records = coco.read_coco_keypoints(
-                paths["val_ann"], paths["val_images"], keypoint_set, config.input_size,
-                report=self.report)
+            read = lambda ann, images, report: coco.read_coco_keypoints(  # noqa: E731
+                ann, images, keypoint_set, config.input_size, report=report)
+        self.train_records = read(paths["train_ann"], paths["train_images"], self.report)
+        self.val_records = read(paths["val_ann"], paths["val_images"], SkipReport())
         if not self.train_records:
             raise ValueError(f"No usable training people in {paths['train_ann']}: "
                              f"{self.report.summary()}")
@@ -81,83 +81,29 @@ def _data_paths(config, out):
     from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
 
     paths = dataset_paths(config.data_dir)
-    if not os.path.exists(paths.val_annotations):
+    if not paths.exists():
         print(f"data: generating the synthetic data set in {config.data_dir} "
               f"({config.synthetic_train} + {config.synthetic_val} images)", file=out, flush=True)
-        generate_dataset(config.data_dir, config.synthetic_train, config.synthetic_val,
-                         seed=config.seed)
+        generate_dataset(config.data_dir, config.synthetic_train, config.synthetic_val, seed=0)
     return {"train_ann": paths.train_annotations, "train_images": paths.train_images,
             "val_ann": paths.val_annotations, "val_images": paths.val_images,
             "det_boxes": config.val_det_boxes or paths.val_detections}
 
 
-def validation_subset(records, max_people):
-    """The records of the first images holding at least `max_people` people (0: all).
+def evaluate(network, source, config: TrainConfig, out_dir, max_people=0, log_every=0):
+    """The real evaluator (`skelpose_tf.evaluate_lib`) with the run's decoder and flip test."""
+    from skelpose_tf.evaluate_lib import evaluate_model
 
-    Whole images are kept so that COCO evaluation restricted to their ids is fair.
-    """
-    if not max_people or len(records) <= max_people:
-        return list(records)
-    chosen_ids, subset = set(), []
-    for record in records:
-        if record.image_id not in chosen_ids and len(subset) >= max_people:
-            break
-        chosen_ids.add(record.image_id)
-        subset.append(record)
-    return subset
+    return evaluate_model(network, source, decoders=[config.decoder], flip_test=config.flip_test,
+                          batch_size=config.batch_size, out_dir=out_dir,
+                          max_people=max_people, log_every=log_every)[config.decoder]
 
 
-def evaluate_network(network, records, data: TrainingData, config: TrainConfig, out_dir,
-                     box_source=None, decoders=None, image_ids=None, log_every=0):
-    """Metrics of `network` on `records` with the real evaluator (COCO AP or MPII PCKh).
-
-    `image_ids` restricts COCO evaluation to those images (a validation subset); None scores
-    every annotated image (people without a box count as misses, as with detector boxes).
-
-    Returns:
-        Dict of metrics for the first decoder (`AP`, `AP .5`, ... or `PCKh`, ...), plus
-        `box_source`; with several decoders, a dict per decoder under `by_decoder`.
-    """
-    from skelpose_tf.evaluation.coco_metric import GROUND_TRUTH_BOXES
-
-    codec = codec_for_model(network, decoder=config.decoder, sigma=config.sigma or None)
-    predictor = PosePredictor(network, codec, flip_test=config.flip_test)
-    dataset = make_eval_dataset(records, network.keypoint_set, network.input_size,
-                                config.batch_size, report=data.report)
-    decoders = list(decoders or [config.decoder])
-    predictions = run_inference(predictor, dataset, decoders=decoders, log_every=log_every)
-    results = {}
-    for decoder in decoders:
-        if config.dataset == "mpii":
-            results[decoder] = _pckh(predictions, decoder, records, network.keypoint_set)
-        else:
-            os.makedirs(out_dir, exist_ok=True)
-            result = coco_evaluate(
-                predictions, decoder, data.val_ann, network.keypoint_set,
-                box_source or GROUND_TRUTH_BOXES,
-                os.path.join(out_dir, f"keypoints_results_{decoder}.json"), image_ids=image_ids)
-            results[decoder] = {**result.stats, "box_source": result.box_source,
-                                "table": str(result)}
-    first = dict(results[decoders[0]])
-    if len(decoders) > 1:
-        first["by_decoder"] = results
-    return first
-
-
-def _pckh(predictions, decoder, records, keypoint_set):
-    from skelpose_tf.evaluation.mpii_pckh import compute_pckh
-
-    by_index = [records[int(i)] for i in predictions["record_index"]]
-    joints = np.stack([r.keypoints for r in by_index])
-    missing = np.stack([r.visibility <= 0 for r in by_index])
-    if any(r.head_box is None for r in by_index):
-        raise ValueError("MPII validation needs head boxes: pass --val_head_boxes (a "
-                         "gt_valid.mat-style file) or use JSON entries with a 'headbox' field.")
-    head_boxes = np.stack([r.head_box for r in by_index])
-    result = compute_pckh(predictions["keypoints"][decoder], joints, missing, head_boxes,
-                          keypoint_set)
-    return {"PCKh": result.mean, "PCKh@0.1": result.mean_at_0_1, **{
-        f"PCKh {name}": value for name, value in result.groups.items()}, "table": str(result)}
+def headline_metrics(evaluation):
+    """Numbers of an `Evaluation`: COCO's 10 stats, or MPII's PCKh@0.5 / @0.1 means."""
+    if evaluation.dataset == "mpii":
+        return {"PCKh": evaluation.metric.mean, "PCKh@0.1": evaluation.metric.mean_at_0_1}
+    return dict(evaluation.metric.stats)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch, global_batch, policy):
@@ -231,15 +177,14 @@ def train(config: TrainConfig, out=sys.stdout):
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_dataset = train_dataset.with_options(options)
 
-    val_subset = validation_subset(data.val_records, config.val_max_people)
-    val_images = next(iter(make_eval_dataset(val_subset[:4], keypoint_set, config.input_size, 4,
-                                             report=data.report)))[0]
+    val_images = next(iter(make_eval_dataset(data.val_records[:4], keypoint_set,
+                                             config.input_size, 4)))[0]
     callbacks = [
         cb.NanGuard(),
         cb.ValidationCallback(
-            lambda net: _numbers(evaluate_network(
-                net, val_subset, data, config, os.path.join(config.run_dir, "validation"),
-                image_ids=sorted({int(r.image_id) for r in val_subset}))),
+            lambda net: headline_metrics(evaluate(
+                net, data.val_source, config, os.path.join(config.run_dir, "validation"),
+                max_people=config.val_max_people)),
             config.run_dir, config.val_every_epochs, config.epochs, state,
             monitor="PCKh" if config.dataset == "mpii" else "AP"),
         cb.ImageLogger(os.path.join(config.run_dir, "tensorboard"), val_images, codec,
@@ -271,30 +216,20 @@ def train(config: TrainConfig, out=sys.stdout):
     return summary
 
 
-def _numbers(metrics):
-    """Numbers only (for logs and the validation history)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
 def final_evaluation(config, data, network, out):
     """Evaluate the best checkpoint on the whole validation set (both box sources if known)."""
     best_path = os.path.join(config.run_dir, "best.keras")
     if os.path.exists(best_path):
         network = keras.saving.load_model(best_path, safe_mode=True)
-    eval_dir = os.path.join(config.run_dir, "eval")
-    os.makedirs(eval_dir, exist_ok=True)
-    summary = {"ground_truth_boxes": evaluate_network(network, data.val_records, data, config,
-                                                      eval_dir)}
-    print(summary["ground_truth_boxes"]["table"], file=out, flush=True)
-    if data.det_boxes and config.dataset != "mpii":
-        from skelpose_tf.data.coco import read_coco_detections
-        from skelpose_tf.evaluation.coco_metric import detector_box_source
-
-        detections = read_coco_detections(data.det_boxes, data.val_ann, data.val_image_dir,
-                                          network.keypoint_set, config.input_size,
-                                          report=data.report)
-        summary["detector_boxes"] = evaluate_network(
-            network, detections, data, config, os.path.join(eval_dir, "detector"),
-            box_source=detector_box_source(data.det_boxes))
-        print(summary["detector_boxes"]["table"], file=out, flush=True)
+    summary = {}
+    for name, source in (("ground_truth_boxes", data.val_source),
+                         ("detector_boxes", data.det_source)):
+        if source is None:
+            continue
+        evaluation = evaluate(network, source, config, os.path.join(config.run_dir, "eval", name),
+                              log_every=20)
+        print(evaluation.format_table(f"{config.run_dir} validation", network.name), file=out,
+              flush=True)
+        summary[name] = {**headline_metrics(evaluation), "box_source": evaluation.box_source,
+                         "files": evaluation.files}
     return summary
