@@ -93,8 +93,11 @@ def _batch(crops, size):
 
 
 def _keras_forward(network):
+    """The network's forward pass on uint8 crops of any batch size (traced once)."""
+    spec = tf.TensorSpec([None, *network.input_size, 3], tf.uint8)
     forward = tf.function(lambda images: network(tf.cast(images, tf.float32),
-                                                 training=False)["heatmaps"])
+                                                 training=False)["heatmaps"],
+                          input_signature=[spec])
     return lambda images: forward(tf.constant(images)).numpy()
 
 
@@ -122,9 +125,10 @@ def _configurations(label, network, batch_sizes, scratch):
     parameters_bytes = 4 * network.count_params()
     bfloat16 = _bfloat16_copy(network)
     configs = []
+    forward_fp32, forward_bf16 = _keras_forward(network), _keras_forward(bfloat16)
     for batch in batch_sizes:
-        configs.append((label, "keras fp32", batch, _keras_forward(network), parameters_bytes))
-        configs.append((label, "keras bf16", batch, _keras_forward(bfloat16), parameters_bytes))
+        configs.append((label, "keras fp32", batch, forward_fp32, parameters_bytes))
+        configs.append((label, "keras bf16", batch, forward_bf16, parameters_bytes))
     print(f"[{label}] exporting the SavedModel", flush=True)
     graph = ServingGraph(network, flip_test=False)
     saved_model_dir = export_saved_model(network, os.path.join(scratch, f"{label}_saved_model"),

@@ -117,6 +117,7 @@ class ServingGraph:
         self.heatmap_size = tuple(self.codec.heatmap_size)
         self.keypoint_set = self.codec.keypoint_set
         self._predictor = PosePredictor(self.network, self.codec, flip_test=self.flip_test)
+        self._frozen_heatmaps = None
 
     def images_spec(self, batch_size=None) -> tf.TensorSpec:
         """The `images` input: uint8 [batch_size, H, W, 3] (None: any batch)."""
@@ -133,9 +134,24 @@ class ServingGraph:
         return _after_assert(images, ok, [
             f"images must be uint8 [N, {height}, {width}, 3] RGB crops; received shape", shape])
 
+    def frozen_heatmaps(self):
+        """The heatmap computation with the weights as constants: a `ConcreteFunction`.
+
+        `PosePredictor`'s graph (network, flip test) for uint8 [None, H, W, 3] crops, traced
+        and frozen once (`convert_variables_to_constants_v2`); every signature of every export
+        calls this one function, so a SavedModel holds the weights once.
+        """
+        if self._frozen_heatmaps is None:
+            with tf.init_scope():  # eagerly, even when first needed while tracing a signature
+                traced = tf.function(self._predictor.heatmaps,
+                                     input_signature=[self.images_spec()]).get_concrete_function()
+                self._frozen_heatmaps = convert_variables_to_constants_v2(traced)
+        return self._frozen_heatmaps
+
     def heatmaps(self, images):
         """float32 [N, h, w, K] heatmaps of uint8 crops (flip-averaged with `flip_test`), N > 0."""
-        return self._predictor.heatmaps(images)
+        (heatmaps,) = tf.nest.flatten(self.frozen_heatmaps()(images))
+        return heatmaps
 
     def heatmaps_any_batch(self, images):
         """`heatmaps` that also accepts N = 0 (the SavedModel signatures use it).
@@ -288,11 +304,15 @@ def _after_assert(tensor, condition, message):
         return tf.identity(tensor)
 
 
-def write_frozen_saved_model(path, signatures: dict) -> str:
-    """Write a SavedModel whose signatures hold the weights as constants.
+def write_serving_saved_model(path, signatures: dict) -> str:
+    """Write a SavedModel of signature functions built on `ServingGraph` pieces.
+
+    The functions hold no variables (the network is a frozen function, see
+    `ServingGraph.frozen_heatmaps`), so the SavedModel is a frozen serving graph whose
+    signatures share one copy of the weights.
 
     Args:
-        path: output directory (replaced if it exists as a SavedModel).
+        path: output directory.
         signatures: {name: (python function returning a dict of tensors, [TensorSpec, ...])}.
             The first one is also exported as `serving_default` if no signature has that name.
 
@@ -302,23 +322,13 @@ def write_frozen_saved_model(path, signatures: dict) -> str:
     module = tf.Module()
     concrete = {}
     for name, (function, input_signature) in signatures.items():
-        traced = tf.function(function, input_signature=input_signature).get_concrete_function()
-        frozen = convert_variables_to_constants_v2(traced)
-        output_names = sorted(traced.structured_outputs)  # the flattening order of a dict
-        wrapper = tf.function(_named_outputs(frozen, output_names), input_signature=input_signature)
-        setattr(module, name, wrapper)
-        concrete[name] = wrapper.get_concrete_function()
+        traced = tf.function(function, input_signature=input_signature)
+        setattr(module, name, traced)
+        concrete[name] = traced.get_concrete_function()
     if SERVING_SIGNATURE not in concrete:
         concrete[SERVING_SIGNATURE] = next(iter(concrete.values()))
     tf.saved_model.save(module, path, signatures=concrete)
     return path
-
-
-def _named_outputs(frozen, output_names):
-    def call(*inputs):
-        return dict(zip(output_names, frozen(*inputs)))
-
-    return call
 
 
 def metadata_path(artifact_path) -> str:
@@ -370,7 +380,7 @@ def export_saved_model(network, path, *, decoder="weighted", flip_test=True,
     if graph is None:
         graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n,
                              padding=padding)
-    write_frozen_saved_model(path, {
+    write_serving_saved_model(path, {
         SERVING_SIGNATURE: graph.crops_signature(include_heatmaps),
         FULL_IMAGE_SIGNATURE: graph.full_image_signature(),
     })

@@ -27,7 +27,7 @@ Quantisations (`QUANTIZATIONS`):
   (`TFLITE_BUILTINS_INT8`, float where an op has no int8 kernel); the decoder stays float32
   (see `convert`); the uint8 input and the float32 outputs keep their contract.
 
-Every conversion goes through a frozen SavedModel (`saved_model.write_frozen_saved_model`) and
+Every conversion goes through a frozen SavedModel (`saved_model.write_serving_saved_model`) and
 `TFLiteConverter.from_saved_model` with `supported_ops` limited to builtins, so no Flex
 (SELECT_TF_OPS) or custom op can slip in. A JSON file beside each model (`model.tflite` ->
 `model.json`) states the contract: input size, dtype and normalisation, output layout, keypoint
@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 
 from skelpose_tf.export.saved_model import (SERVING_SIGNATURE, ServingGraph,
-                                            write_frozen_saved_model, write_metadata)
+                                            write_serving_saved_model, write_metadata)
 
 QUANTIZATIONS = ("float32", "float16", "dynamic_int8", "int8")
 VARIANTS = ("keypoints", "heatmaps")
@@ -191,11 +191,11 @@ def model_ops(model_content: bytes) -> list:
 
 
 class TFLiteExporter:
-    """Writes TFLite models of one `ServingGraph`, tracing each (variant, batch size) once.
+    """Writes TFLite models of one `ServingGraph`, one source SavedModel per (variant, batch).
 
-    Tracing and freezing the graph is the slow part for a full-size network (tens of seconds
-    for W32); every quantisation of a variant converts the same frozen SavedModel, kept in a
-    scratch directory until `close()` (or the end of a `with` block).
+    Every quantisation of a variant converts the same source SavedModel (written on first use
+    into a scratch directory, deleted by `close()` or at the end of a `with` block); the network
+    itself is traced and frozen once per `ServingGraph`, the slow part for a full-size network.
 
     Args:
         graph: the `ServingGraph` (network, decoder, flip test of the `keypoints` variant).
@@ -239,7 +239,7 @@ class TFLiteExporter:
         if key not in self._sources:
             signature = (keypoints_signature if variant == "keypoints" else heatmaps_signature)(
                 self._graph_for(variant), int(batch_size))
-            self._sources[key] = write_frozen_saved_model(
+            self._sources[key] = write_serving_saved_model(
                 os.path.join(self._scratch.name, f"{variant}_{int(batch_size)}"),
                 {SERVING_SIGNATURE: signature})
         return self._sources[key]

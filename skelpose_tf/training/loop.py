@@ -204,16 +204,55 @@ def train(config: TrainConfig, out=sys.stdout):
                     steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=config.verbose,
                     shuffle=False)
     train_seconds = time.time() - started
-    summary = final_evaluation(config, data, network, out)
+    evaluations = final_evaluation(config, data, network, out)
     monitor = "PCKh" if config.dataset == "mpii" else "AP"
-    summary.update({f"{monitor} ({source.replace('_', ' ')})": result[monitor]
-                    for source, result in list(summary.items())})
+    summary = {f"{monitor} ({source.replace('_', ' ')})": result[monitor]
+               for source, result in evaluations.items()}
+    summary.update(evaluations)
+    if config.export:
+        summary["export"] = export_best(config, data, out)
     summary.update(run_dir=config.run_dir, steps=int(trainer.optimizer.iterations.numpy()),
                    train_seconds=round(train_seconds, 1), skipped=data.report.summary(),
-                   best_epoch=state.get("best_epoch"))
+                   best_epoch=state.get("best_epoch"), total_seconds=round(time.time() - started, 1))
     with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=str)
     return summary
+
+
+def export_best(config, data, out, num_calibration=64, num_verification=32):
+    """Export the best checkpoint (SavedModel + TFLite), verify it, and compare COCO AP.
+
+    Calibration crops for int8 come from the training set, verification crops from the
+    validation set (real crops through the evaluation pipeline). Returns a summary dict.
+    """
+    from skelpose_tf.export import compare_ap, export_all
+    from skelpose_tf.export.verify import dataset_crops
+
+    network = keras.saving.load_model(os.path.join(config.run_dir, "best.keras"), safe_mode=True)
+    export_dir = os.path.join(config.run_dir, "export")
+    print(f"export: writing and verifying the SavedModel and TFLite models in {export_dir}",
+          file=out, flush=True)
+    if config.dataset == "mpii":
+        calibration = next(iter(make_eval_dataset(data.train_records[:num_calibration],
+                                                  network.keypoint_set, network.input_size,
+                                                  num_calibration)))[0].numpy()
+        verification = next(iter(make_eval_dataset(data.val_records[:num_verification],
+                                                   network.keypoint_set, network.input_size,
+                                                   num_verification)))[0].numpy()
+    else:
+        paths = _data_paths(config, out)
+        calibration = dataset_crops(paths["train_ann"], paths["train_images"], network.keypoint_set,
+                                    network.input_size, num_calibration)
+        verification = dataset_crops(data.val_source.annotation_file, data.val_source.image_dir,
+                                     network.keypoint_set, network.input_size, num_verification)
+    report = export_all(network, export_dir, calibration, verification,
+                        quantizations=config.export_quantizations, flip_test=config.flip_test,
+                        decoder=config.decoder, out=out)
+    result = {"dir": export_dir, "passed": report.passed}
+    if config.dataset != "mpii":
+        result["AP"] = compare_ap(network, report, data.val_source.annotation_file,
+                                  data.val_source.image_dir, out=out)
+    return result
 
 
 def final_evaluation(config, data, network, out):
