@@ -1,6 +1,6 @@
 """Export a trained pose network: TF Serving SavedModel and TFLite (LiteRT) models, verified.
 
-    python export_tflite.py --weights runs/demo                      # everything -> runs/demo/export
+    python export_tflite.py --weights runs/demo                  # everything -> runs/demo/export
     python export_tflite.py --weights runs/demo --format saved_model --out export/saved_model
     python export_tflite.py --weights runs/demo/best.keras --out model.tflite \
         --quantization int8                                          # one MoveNet-contract model
@@ -8,8 +8,8 @@
         --quantization float16                                       # for GPU delegates
     python export_tflite.py --weights runs/demo --evaluate_ap        # + COCO AP of each model
 
-Formats (`--format`):
-- `all` (default): `--out` is a directory (default `<run dir>/export`) receiving `saved_model/`,
+Formats (`--format`; the default `auto` means `tflite` when `--out` ends in `.tflite`, else `all`):
+- `all`: `--out` is a directory (default `<run dir>/export`) receiving `saved_model/`,
   `pose_<q>.tflite` for each `--quantization` (default all four), `heatmaps_<q>.tflite` for each
   `--heatmap_quantization` (default float32, float16), a JSON beside each model and
   `export_report.json`.
@@ -37,7 +37,9 @@ from skelpose_tf.export import QUANTIZATIONS  # noqa: E402
 
 _WEIGHTS = flags.DEFINE_string(
     "weights", "runs/demo", "A .keras file or a run directory (its best.keras).")
-_FORMAT = flags.DEFINE_enum("format", "all", ["all", "saved_model", "tflite"], "What to write.")
+_FORMAT = flags.DEFINE_enum(
+    "format", "auto", ["auto", "all", "saved_model", "tflite"],
+    "What to write; auto: tflite when --out ends in .tflite, else all.")
 _OUT = flags.DEFINE_string(
     "out", "", "all: output directory (default <run dir>/export); saved_model: the SavedModel "
     "directory; tflite: the .tflite file.")
@@ -77,14 +79,20 @@ _NUM_THREADS = flags.DEFINE_integer("num_threads", 2, "TFLite interpreter thread
                                     lower_bound=1)
 
 
+def _format():
+    if _FORMAT.value != "auto":
+        return _FORMAT.value
+    return "tflite" if _OUT.value.endswith(".tflite") else "all"
+
+
 def _quantizations():
     chosen = _QUANTIZATION.value
     if chosen is None:
-        chosen = list(QUANTIZATIONS) if _FORMAT.value == "all" else ["float32"]
+        chosen = list(QUANTIZATIONS) if _format() == "all" else ["float32"]
     for name in (*chosen, *_HEATMAP_QUANTIZATION.value):
         if name not in QUANTIZATIONS:
             raise app.UsageError(f"Unknown quantization {name!r}; choose from {QUANTIZATIONS}.")
-    if _FORMAT.value == "tflite" and len(chosen) != 1:
+    if _format() == "tflite" and len(chosen) != 1:
         raise app.UsageError("--format=tflite writes one file: give exactly one --quantization "
                              f"(received {chosen}); use --format=all for several.")
     return chosen
@@ -93,29 +101,30 @@ def _quantizations():
 def _out_path(weights):
     if _OUT.value:
         return _OUT.value
-    if _FORMAT.value != "all":
-        raise app.UsageError(f"--format={_FORMAT.value} needs --out.")
+    if _format() != "all":
+        raise app.UsageError(f"--format={_format()} needs --out.")
     run_dir = weights if os.path.isdir(weights) else os.path.dirname(weights)
     return os.path.join(run_dir or ".", "export")
 
 
-def _data_files():
-    """(verification ann, images), (calibration ann, images)."""
+def _data_files(needs_calibration):
+    """(verification ann, images), (calibration ann, images) or None without int8."""
     from skelpose_tf.evaluate_lib import ensure_synthetic_dataset
 
-    pairs = [(_ANN.value, _IMAGES.value, "--ann/--images"),
-             (_CALIBRATION_ANN.value, _CALIBRATION_IMAGES.value,
-              "--calibration_ann/--calibration_images")]
-    for annotation, images, names in pairs:
+    for annotation, images, names in ((_ANN.value, _IMAGES.value, "--ann/--images"),
+                                      (_CALIBRATION_ANN.value, _CALIBRATION_IMAGES.value,
+                                       "--calibration_ann/--calibration_images")):
         if bool(annotation) != bool(images):
             raise app.UsageError(f"Give both of {names} or neither.")
-    if all(annotation for annotation, _, _ in pairs):
-        return pairs[0][:2], pairs[1][:2]
-    paths = ensure_synthetic_dataset(_DATA_DIR.value)
-    verification = pairs[0][:2] if _ANN.value else (paths.val_annotations, paths.val_images)
-    calibration = (pairs[1][:2] if _CALIBRATION_ANN.value
-                   else (paths.train_annotations, paths.train_images))
-    return verification, calibration
+    verification = (_ANN.value, _IMAGES.value) if _ANN.value else None
+    calibration = ((_CALIBRATION_ANN.value, _CALIBRATION_IMAGES.value)
+                   if _CALIBRATION_ANN.value or not needs_calibration else None)
+    if verification is None or (needs_calibration and calibration is None):
+        paths = ensure_synthetic_dataset(_DATA_DIR.value)
+        verification = verification or (paths.val_annotations, paths.val_images)
+        if needs_calibration:
+            calibration = calibration or (paths.train_annotations, paths.train_images)
+    return verification, (calibration if needs_calibration else None)
 
 
 def main(argv):
@@ -127,21 +136,21 @@ def main(argv):
     network, source = load_pose_model(_WEIGHTS.value)
     out_path = _out_path(_WEIGHTS.value)
     print(f"model: {describe_model(network)} from {source}", flush=True)
-    (ann, images), (calibration_ann, calibration_images) = _data_files()
+    needs_calibration = "int8" in (*quantizations, *(_HEATMAP_QUANTIZATION.value
+                                                     if _format() == "all" else ()))
+    (ann, images), calibration_files = _data_files(needs_calibration)
     keypoint_set, input_size = network.keypoint_set, network.input_size
     verification = export.dataset_crops(ann, images, keypoint_set, input_size,
                                         _NUM_VERIFICATION.value)
-    needs_calibration = "int8" in (*quantizations, *(_HEATMAP_QUANTIZATION.value
-                                                     if _FORMAT.value == "all" else ()))
-    calibration = (export.dataset_crops(calibration_ann, calibration_images, keypoint_set,
-                                        input_size, _NUM_CALIBRATION.value)
-                   if needs_calibration else None)
+    calibration = (export.dataset_crops(*calibration_files, keypoint_set, input_size,
+                                        _NUM_CALIBRATION.value)
+                   if calibration_files else None)
     print(f"data: {len(verification)} verification crops from {ann}"
-          + (f", {len(calibration)} calibration crops from {calibration_ann}"
-             if calibration is not None else ""), flush=True)
+          + (f", {len(calibration)} calibration crops from {calibration_files[0]}"
+             if calibration_files else ""), flush=True)
     options = dict(decoder=_DECODER.value, flip_test=_FLIP_TEST.value, top_n=_TOP_N.value)
 
-    if _FORMAT.value == "all":
+    if _format() == "all":
         report = export.export_all(
             network, out_path, calibration, verification, quantizations=quantizations,
             heatmap_quantizations=_HEATMAP_QUANTIZATION.value,
@@ -157,13 +166,13 @@ def main(argv):
         return
 
     graph = export.ServingGraph(network, **options)
-    flip_test = _FLIP_TEST.value and not (_FORMAT.value == "tflite"
+    flip_test = _FLIP_TEST.value and not (_format() == "tflite"
                                           and _VARIANT.value == "heatmaps")
     reference = export.KerasRunner(graph.network, _DECODER.value, flip_test,
                                    _TOP_N.value).predict(verification)
-    quantization = quantizations[0] if _FORMAT.value == "tflite" else "float32"
+    quantization = quantizations[0] if _format() == "tflite" else "float32"
     tolerance = export.DEFAULT_TOLERANCES[quantization]
-    if _FORMAT.value == "saved_model":
+    if _format() == "saved_model":
         artifacts = export.export_verified_saved_model(
             graph, out_path, reference, verification, tolerance,
             include_heatmaps=_SAVED_MODEL_HEATMAPS.value)

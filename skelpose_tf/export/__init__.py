@@ -25,15 +25,17 @@ from skelpose_tf.export.saved_model import (ServingGraph, export_saved_model, fl
 from skelpose_tf.export.tflite import (QUANTIZATIONS, VARIANTS, TFLiteExporter,
                                        export_tflite)
 from skelpose_tf.export.verify import (DEFAULT_TOLERANCES, Comparison, ExportVerificationError,
-                                       Tolerance, dataset_crops, evaluate_exported_ap,
-                                       verify_artifact, verify_full_image)
+                                       Tolerance, crops_from_records, dataset_crops,
+                                       evaluate_exported_ap, verify_artifact,
+                                       verify_full_image)
 
 __all__ = [
     "DEFAULT_TOLERANCES", "QUANTIZATIONS", "VARIANTS", "Comparison", "ExportReport",
     "ExportVerificationError", "ExportedArtifact", "KerasRunner", "ServingGraph",
-    "TFLiteExporter", "Tolerance", "compare_ap", "dataset_crops", "evaluate_exported_ap",
-    "export_all", "export_saved_model", "export_tflite", "export_verified_saved_model",
-    "export_verified_tflite", "metadata_path", "open_runner", "read_metadata",
+    "TFLiteExporter", "Tolerance", "compare_ap", "crops_from_records", "dataset_crops",
+    "evaluate_exported_ap", "export_all", "export_saved_model", "export_tflite",
+    "export_verified_saved_model", "export_verified_tflite", "metadata_path", "open_runner",
+    "read_metadata",
 ]
 
 REPORT_FILE = "export_report.json"

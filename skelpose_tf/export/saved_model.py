@@ -31,11 +31,13 @@ TensorFlow does not check shapes against a signature: a wrong crop size runs and
 nonsense, and an image without the batch axis aborts the process inside the oneDNN
 convolution.)
 
-Why a frozen graph: the weights are written as constants (`convert_variables_to_constants_v2`)
-instead of as the Keras model's ~1,500 variables. Writing takes ~1 s instead of ~20-40 s,
-loading ~1 s instead of ~7-9 s, the directory is half the size, and the TFLite converter
-reads it without the resource-variable pitfall (`shared/reference/tf-keras-notes.md` 4b). The
-SavedModel is for serving; train further from the `.keras` file.
+Why a frozen graph: the network (with the flip test) is traced once and its weights are written
+as constants (`convert_variables_to_constants_v2`) in one function that both signatures call,
+instead of as the Keras model's ~1,500 variables. For the W8 test model, writing took ~1 s
+instead of 20-40 s (Keras `ExportArchive`) and loading ~1 s instead of 7-9 s; the directory
+holds the weights once (the demo model: 3.9 MB); and the TFLite converter reads it without the
+resource-variable pitfall (`shared/reference/tf-keras-notes.md` 4b). The SavedModel is for
+serving; train further from the `.keras` file.
 
 Example:
 ```python
@@ -215,7 +217,7 @@ class ServingGraph:
 
     # Signatures ------------------------------------------------------------------------------
     def crops_signature(self, include_heatmaps=True):
-        """`serving_default`: images uint8 [N, H, W, 3] -> keypoints, keypoint_scores[, heatmaps]."""
+        """`serving_default`: images uint8 [N, H, W, 3] -> keypoints, scores (, heatmaps)."""
 
         def serve(images):
             heatmaps = self.heatmaps_any_batch(self.checked_images(images))

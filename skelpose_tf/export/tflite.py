@@ -63,7 +63,7 @@ DECODER_SCOPE = "keypoint_decoder"
 
 
 def keypoints_signature(graph: ServingGraph, batch_size=1):
-    """The MoveNet-style signature: images uint8 [B, H, W, 3] -> keypoints_with_scores [B, 1, K, 3]."""
+    """MoveNet-style signature: images uint8 [B, H, W, 3] -> keypoints_with_scores [B, 1, K, 3]."""
     height, width = graph.input_size
 
     def serve(images):

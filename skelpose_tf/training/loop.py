@@ -219,39 +219,30 @@ def train(config: TrainConfig, out=sys.stdout):
     return summary
 
 
-def export_best(config, data, out, num_calibration=64, num_verification=32):
+def export_best(config, data, out, num_calibration=200, num_verification=64):
     """Export the best checkpoint (SavedModel + TFLite), verify it, and compare COCO AP.
 
-    Calibration crops for int8 come from the training set, verification crops from the
-    validation set (real crops through the evaluation pipeline). Returns a summary dict.
+    int8 calibration crops come from the training set, verification crops from the validation
+    set (real crops through the evaluation pipeline). Raises `ExportVerificationError` when an
+    artifact is past its tolerance. Returns a summary dict.
     """
-    from skelpose_tf.export import compare_ap, export_all
-    from skelpose_tf.export.verify import dataset_crops
+    from skelpose_tf import export
 
     network = keras.saving.load_model(os.path.join(config.run_dir, "best.keras"), safe_mode=True)
     export_dir = os.path.join(config.run_dir, "export")
     print(f"export: writing and verifying the SavedModel and TFLite models in {export_dir}",
           file=out, flush=True)
-    if config.dataset == "mpii":
-        calibration = next(iter(make_eval_dataset(data.train_records[:num_calibration],
-                                                  network.keypoint_set, network.input_size,
-                                                  num_calibration)))[0].numpy()
-        verification = next(iter(make_eval_dataset(data.val_records[:num_verification],
-                                                   network.keypoint_set, network.input_size,
-                                                   num_verification)))[0].numpy()
-    else:
-        paths = _data_paths(config, out)
-        calibration = dataset_crops(paths["train_ann"], paths["train_images"], network.keypoint_set,
-                                    network.input_size, num_calibration)
-        verification = dataset_crops(data.val_source.annotation_file, data.val_source.image_dir,
-                                     network.keypoint_set, network.input_size, num_verification)
-    report = export_all(network, export_dir, calibration, verification,
-                        quantizations=config.export_quantizations, flip_test=config.flip_test,
-                        decoder=config.decoder, out=out)
+    keypoint_set, size = network.keypoint_set, network.input_size
+    report = export.export_all(
+        network, export_dir,
+        export.crops_from_records(data.train_records, keypoint_set, size, num_calibration),
+        export.crops_from_records(data.val_records, keypoint_set, size, num_verification),
+        quantizations=config.export_quantizations, flip_test=config.flip_test,
+        decoder=config.decoder, out=out)
     result = {"dir": export_dir, "passed": report.passed}
-    if config.dataset != "mpii":
-        result["AP"] = compare_ap(network, report, data.val_source.annotation_file,
-                                  data.val_source.image_dir, out=out)
+    if data.val_source.dataset == "coco":
+        result["AP"] = export.compare_ap(network, report, data.val_source.annotation_file,
+                                         data.val_source.image_dir, out=out)
     return result
 
 
