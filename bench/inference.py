@@ -30,13 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from bench.machine import describe_machine, load_average  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
@@ -61,21 +60,6 @@ _OUT_JSON = flags.DEFINE_string("out_json", "", "Also write the results here.")
 PYTORCH_FASTEST = {1: 11.6, 16: 21.9}  # channels_last + bf16 autocast, img/s
 GOAL_BATCH1_FACTOR = 3.0
 GOAL_BATCH16_FACTOR = 1.1
-
-
-def _machine():
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} logical cores"
-
-
-def _load():
-    with open("/proc/loadavg") as file:
-        return " ".join(file.read().split()[:3])
 
 
 def _crops(network, count):
@@ -168,7 +152,7 @@ def _time(configs, inputs, calls):
                 function(inputs[batch])
                 wall[i].append(time.perf_counter() - started_wall)
                 cpu[i].append(time.process_time() - started_cpu)
-        print(f"round {round_index + 1}/{_REPEATS.value} done (load {_load()})", flush=True)
+        print(f"round {round_index + 1}/{_REPEATS.value} done (load {load_average()})", flush=True)
     return ({i: statistics.median(v) for i, v in wall.items()},
             {i: statistics.median(v) for i, v in cpu.items()})
 
@@ -228,14 +212,14 @@ def main(argv):
     if len(_CALLS.value) != len(batch_sizes):
         raise app.UsageError("--calls needs one value per --batch_sizes entry.")
     calls = dict(zip(batch_sizes, (int(c) for c in _CALLS.value)))
-    load_before = _load()
+    load_before = load_average()
     models = []
     if _WEIGHTS.value.lower() != "none":
         network, source = load_pose_model(_WEIGHTS.value)
         models.append((f"demo {describe_model(network)}", network, source))
     if _W32.value:
         w32 = build_pose_model(32, (256, 192), "coco")
-        models.append((f"W32 256x192 (random weights)", w32, "random initialisation"))
+        models.append(("W32 256x192 (random weights)", w32, "random initialisation"))
     if not models:
         raise app.UsageError("Nothing to benchmark: give --weights or --w32.")
     all_rows, tables, goals = [], [], []
@@ -255,8 +239,8 @@ def main(argv):
     context = {
         "command": command, "date": datetime.datetime.now().astimezone().isoformat(
             timespec="seconds"),
-        "machine": _machine(), "threads": _THREADS.value,
-        "load_average_before": load_before, "load_average_after": _load(),
+        "machine": describe_machine(), "threads": _THREADS.value,
+        "load_average_before": load_before, "load_average_after": load_average(),
         "tensorflow": tf.__version__, "tflite_runtime": interpreter_backend(),
         "repeats": _REPEATS.value, "calls": calls,
     }

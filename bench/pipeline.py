@@ -28,14 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import datetime  # noqa: E402
 import gc  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import cv2  # noqa: E402
+from bench.machine import describe_machine, load_average  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -148,27 +147,12 @@ def _numpy_steps(records):
     ]
 
 
-def _machine():
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    return f"{model}, {os.cpu_count()} logical cores"
-
-
-def _load():
-    with open("/proc/loadavg") as file:
-        return " ".join(file.read().split()[:3])
-
-
 def main(argv):
     del argv
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.config.threading.set_intra_op_parallelism_threads(1)
     cv2.setNumThreads(1)
-    load_before = _load()
+    load_before = load_average()
     with tempfile.TemporaryDirectory() as root:
         paths = generate_dataset(root, num_train=_IMAGES.value, num_val=0, seed=0,
                                  image_size=(640, 480))
@@ -197,11 +181,11 @@ def main(argv):
         ]
         results = _rates(stages, _SAMPLES.value, _REPEATS.value)
         steps = _numpy_steps(records)
-    load_after = _load()
+    load_after = load_average()
 
     reference = statistics.median(results[1][1])
     print(f"Command: python -m bench.pipeline {' '.join(sys.argv[1:])}".rstrip())
-    print(f"Machine: {_machine()}; date {datetime.datetime.now().isoformat(timespec='minutes')}; "
+    print(f"Machine: {describe_machine()}; date {datetime.datetime.now().isoformat(timespec='minutes')}; "
           f"load average before {load_before}, after {load_after}")
     print(f"Data: {len(records)} person samples in {len(sizes)} synthetic 640x480 JPEGs "
           f"(mean {np.mean(sizes) / 1024:.0f} KiB), input {INPUT_SIZE[0]}x{INPUT_SIZE[1]}, "

@@ -1,6 +1,6 @@
 """Benchmark of the training step: images/s, time to the first step, peak memory, render share.
 
-    python bench/train_step.py --width 32 --input_size 256x192 --batch_size 16 \
+    python -m bench.train_step --width 32 --input_size 256x192 --batch_size 16 \
         --precisions float32,mixed_bfloat16 --jit false,true --steps 8
 
 Each configuration runs in its own process (clean peak memory), on random images with random
@@ -18,13 +18,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.machine import describe_machine, load_average  # noqa: E402
 
 
 def measure(args):
@@ -105,7 +106,7 @@ def main():
     rows = []
     for precision in args.precisions.split(","):
         for jit in args.jit.split(","):
-            command = [sys.executable, __file__, "--child", f"{precision}:{jit}",
+            command = [sys.executable, "-m", "bench.train_step", "--child", f"{precision}:{jit}",
                        "--width", str(args.width), "--input_size", args.input_size,
                        "--batch_size", str(args.batch_size), "--steps", str(args.steps),
                        "--repeats", str(args.repeats)] + (
@@ -117,14 +118,8 @@ def main():
                 continue
             rows.append(json.loads(lines[-1][len("RESULT "):]))
             print(json.dumps(rows[-1]), flush=True)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"\n`python {' '.join(sys.argv)}` on {cpu}, {os.cpu_count()} cores, "
-          f"{datetime.date.today()}, load average {os.getloadavg()[0]:.1f}\n")
+    print(f"\n`python -m bench.train_step {' '.join(sys.argv[1:])}` on {describe_machine()}, "
+          f"{datetime.date.today()}, load average {load_average()}\n")
     print("| model | input | batch | precision | XLA | img/s | first step (s) | peak RSS (GB) "
           "| render (ms) | render share |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 import cv2
-import keras
 import numpy as np
 import pytest
+from tiny_models import he_initialised_tiny_model
 import tensorflow as tf
 
 from skelpose_tf.data.transforms import affine_matrix, box_to_center_scale, crop_to_image
@@ -25,7 +25,6 @@ from skelpose_tf.export.saved_model import (FULL_IMAGE_SIGNATURE, SERVING_SIGNAT
                                             load_saved_model, read_metadata)
 from skelpose_tf.export.verify import compare_outputs, verify_full_image
 from skelpose_tf.keypoints import COCO
-from skelpose_tf.models.pose_model import build_pose_model
 
 INPUT_SIZE = (64, 64)
 HEATMAP_SIZE = (16, 16)
@@ -34,17 +33,7 @@ K = COCO.num_keypoints
 
 def tiny_network(dtype=None, seed=0):
     """W8 64x64 pose net, one module/block per stage, convolutions He-initialised."""
-    keras.utils.set_random_seed(seed)  # the layers' own initialisers too (skeletal module)
-    network = build_pose_model(8, INPUT_SIZE, "coco", dtype=dtype, stage_modules=(1, 1, 1),
-                               blocks_per_branch=1)
-    rng = np.random.default_rng(seed)
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            weights = layer.get_weights()
-            fan_in = int(np.prod(weights[0].shape[:-1]))
-            weights[0] = rng.normal(0.0, np.sqrt(2.0 / fan_in), weights[0].shape)
-            layer.set_weights([w.astype(np.float32) for w in weights])
-    return network
+    return he_initialised_tiny_model(INPUT_SIZE, dtype=dtype, seed=seed)
 
 
 @pytest.fixture(scope="module")

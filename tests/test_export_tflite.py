@@ -10,9 +10,9 @@ and AP cost are measured on the trained demo model (BENCHMARKS.md).
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
+from tiny_models import he_initialised_tiny_model
 
 from skelpose_tf.export import (DEFAULT_TOLERANCES, QUANTIZATIONS, ExportVerificationError,
                                 KerasRunner, TFLiteExporter, Tolerance, compare_ap, dataset_crops,
@@ -22,7 +22,6 @@ from skelpose_tf.export.saved_model import ServingGraph
 from skelpose_tf.export.tflite import convert
 from skelpose_tf.export.verify import compare_outputs
 from skelpose_tf.keypoints import COCO
-from skelpose_tf.models.pose_model import build_pose_model
 
 INPUT_SIZE = (64, 64)
 K = COCO.num_keypoints
@@ -37,17 +36,7 @@ LOOSE = Tolerance(keypoint_max_px=64.0, keypoint_mean_px=64.0, score=0.3, heatma
 
 def tiny_network(seed=0):
     """W8 64x64 pose net, one module/block per stage, convolutions He-initialised."""
-    keras.utils.set_random_seed(seed)  # the layers' own initialisers too (skeletal module)
-    network = build_pose_model(8, INPUT_SIZE, "coco", stage_modules=(1, 1, 1),
-                               blocks_per_branch=1)
-    rng = np.random.default_rng(seed)
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            weights = layer.get_weights()
-            fan_in = int(np.prod(weights[0].shape[:-1]))
-            weights[0] = rng.normal(0.0, np.sqrt(2.0 / fan_in), weights[0].shape)
-            layer.set_weights([w.astype(np.float32) for w in weights])
-    return network
+    return he_initialised_tiny_model(INPUT_SIZE, seed=seed)
 
 
 @pytest.fixture(scope="module")

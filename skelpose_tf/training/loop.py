@@ -130,7 +130,6 @@ def train(config: TrainConfig, out=sys.stdout):
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     steps_per_epoch = config.steps_per_epoch or max(1, len(data.train_records) // global_batch)
-    total_steps = config.epochs * steps_per_epoch
 
     with strategy.scope():
         topology = {}
