@@ -25,6 +25,8 @@ _SYN_TRAIN = flags.DEFINE_integer("synthetic_train", 2000, "Synthetic training i
 _SYN_VAL = flags.DEFINE_integer("synthetic_val", 200, "Synthetic validation images to generate.")
 _TRAIN_ANN = flags.DEFINE_string("train_ann", "", "Training annotations (COCO JSON / MPII JSON).")
 _TRAIN_IMAGES = flags.DEFINE_string("train_images", "", "Training image folder.")
+_TRAIN_TFRECORDS = flags.DEFINE_string("train_tfrecords", "", "Train from these TFRecord shards "
+                                       "(python -m skelpose_tf.data.tfrecords) instead.")
 _VAL_ANN = flags.DEFINE_string("val_ann", "", "Validation annotations.")
 _VAL_IMAGES = flags.DEFINE_string("val_images", "", "Validation image folder.")
 _DET_BOXES = flags.DEFINE_string("val_det_boxes", "", "Detector person boxes for the final COCO "
@@ -85,7 +87,8 @@ def build_config():
     return TrainConfig(
         run_dir=_RUN_DIR.value, dataset=_DATASET.value, data_dir=_DATA_DIR.value,
         synthetic_train=_SYN_TRAIN.value, synthetic_val=_SYN_VAL.value,
-        train_ann=_TRAIN_ANN.value, train_images=_TRAIN_IMAGES.value, val_ann=_VAL_ANN.value,
+        train_ann=_TRAIN_ANN.value, train_images=_TRAIN_IMAGES.value,
+        train_tfrecords=_TRAIN_TFRECORDS.value, val_ann=_VAL_ANN.value,
         val_images=_VAL_IMAGES.value, val_det_boxes=_DET_BOXES.value,
         val_head_boxes=_HEAD_BOXES.value, keypoint_set=_KEYPOINT_SET.value, width=_WIDTH.value,
         input_size=parse_input_size(_INPUT_SIZE.value), skeletal_attention=_SKELETAL.value,

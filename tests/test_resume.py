@@ -67,3 +67,22 @@ def test_killed_run_resumes_from_its_last_backup(tmp_path, synthetic_dir):
     for name in ("flags.cfg", "last.keras", "history.csv", "pictures/skeletons.png"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert re.search(r"--run_dir=", open(os.path.join(run_dir, "flags.cfg")).read())
+
+
+def test_training_from_tfrecord_shards(tmp_path, synthetic_dir):
+    from skelpose_tf.data.coco import read_coco_keypoints
+    from skelpose_tf.data.tfrecords import write_tfrecords
+
+    paths = os.path.join(synthetic_dir, "annotations", "person_keypoints_train.json")
+    records = read_coco_keypoints(paths, os.path.join(synthetic_dir, "images", "train"), "coco",
+                                  (64, 64))
+    shards = str(tmp_path / "shards")
+    meta = write_tfrecords(records, shards, 2, "coco", (64, 64))
+    run_dir = str(tmp_path / "run")
+    command = train_command(run_dir, synthetic_dir, epochs=1, steps=0) + [
+        f"--train_tfrecords={shards}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"data: {meta['num_records']} training people" in result.stdout
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["steps"] == meta["num_records"] // 4  # one pass at batch 4

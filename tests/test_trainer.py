@@ -139,3 +139,22 @@ def test_multi_worker_two_processes_match_one_device(tmp_path):
     # all-reduced, so losses and weights equal the single-device run.
     np.testing.assert_allclose(multi["losses"], single["losses"], rtol=1e-4)
     np.testing.assert_allclose(multi["weights"], single["weights"], rtol=1e-3, atol=1e-6)
+
+
+def test_nan_guard_stops_with_a_clear_message():
+    from types import SimpleNamespace
+
+    from skelpose_tf.training.callbacks import NanGuard
+
+    guard = NanGuard()
+    guard.set_model(SimpleNamespace(optimizer=SimpleNamespace(iterations=tf.Variable(7)),
+                                    stop_training=False))
+    guard.on_train_batch_end(0, {"loss": 0.5})
+    assert not guard.model.stop_training
+    try:
+        guard.on_train_batch_end(1, {"loss": float("nan")})
+    except FloatingPointError as error:
+        assert "step 7" in str(error) and "resume" in str(error)
+    else:
+        raise AssertionError("expected FloatingPointError")
+    assert guard.model.stop_training

@@ -20,6 +20,9 @@ class TrainConfig:
         synthetic_train, synthetic_val: number of images to generate when it is missing.
         train_ann, train_images, val_ann, val_images: COCO annotation files and image folders
             (for MPII: the HRNet-layout JSON files and the images folder).
+        train_tfrecords: a directory of shards from `python -m skelpose_tf.data.tfrecords` to
+            train from instead of `train_ann` / `train_images` (each image decoded once for all
+            its people: the faster input path).
         val_det_boxes: optional detector box file for the final COCO evaluation.
         val_head_boxes: MPII `gt_valid.mat`-style head boxes (else the JSON `headbox` fields).
         keypoint_set: "coco", "mpii" or a JSON path.
@@ -46,6 +49,7 @@ class TrainConfig:
     synthetic_train: int = 2000
     synthetic_val: int = 200
     train_ann: str = ""
+    train_tfrecords: str = ""
     train_images: str = ""
     val_ann: str = ""
     val_images: str = ""
@@ -102,8 +106,9 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")
         if self.dataset != "synthetic":
-            missing = [name for name in ("train_ann", "train_images", "val_ann", "val_images")
-                       if not getattr(self, name)]
+            needed = ("val_ann", "val_images") + (
+                () if self.train_tfrecords else ("train_ann", "train_images"))
+            missing = [name for name in needed if not getattr(self, name)]
             if missing:
                 raise ValueError(
                     f"dataset={self.dataset!r} needs the paths --{', --'.join(missing)} "

@@ -37,7 +37,9 @@ class TrainingData:
     """The people of a run: training records, validation sources and picture crops.
 
     Attributes:
-        train_records: `PersonRecord`s of the training set.
+        train_records: `PersonRecord`s of the training set (empty when training from shards).
+        train_input: what `make_train_dataset` reads: the records or a `TFRecordSource`.
+        num_train: the number of training people.
         val_records: validation `PersonRecord`s with ground-truth boxes (for pictures).
         val_source: the validation `DataSource` with ground-truth boxes.
         det_source: the same with detector boxes (COCO format only), or None.
@@ -64,12 +66,22 @@ class TrainingData:
         else:
             read = lambda ann, images, report: coco.read_coco_keypoints(  # noqa: E731
                 ann, images, keypoint_set, config.input_size, report=report)
-        self.train_records = read(paths["train_ann"], paths["train_images"], self.report)
+        if config.train_tfrecords:
+            from skelpose_tf.data.tfrecords import TFRecordSource
+
+            self.train_records = []
+            self.train_input = TFRecordSource(config.train_tfrecords)
+            self.num_train = int(self.train_input.meta["num_records"])
+        else:
+            self.train_records = read(paths["train_ann"], paths["train_images"], self.report)
+            self.train_input = self.train_records
+            self.num_train = len(self.train_records)
         self.val_records = read(paths["val_ann"], paths["val_images"], SkipReport())
-        if not self.train_records:
-            raise ValueError(f"No usable training people in {paths['train_ann']}: "
+        if not self.num_train:
+            raise ValueError(f"No usable training people in "
+                             f"{config.train_tfrecords or paths['train_ann']}: "
                              f"{self.report.summary()}")
-        print(f"data: {len(self.train_records)} training people, {len(self.val_records)} "
+        print(f"data: {self.num_train} training people, {len(self.val_records)} "
               f"validation people ({config.dataset})", file=out, flush=True)
 
 
@@ -119,6 +131,38 @@ def make_optimizer(config: TrainConfig, steps_per_epoch, global_batch, policy):
     return optimizer, lr
 
 
+def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_batch, policy, out):
+    """Network (with backbone weights), codec, compiled `PoseTrainer`, and the effective lr.
+
+    Call inside the strategy's scope.
+    """
+    topology = {}
+    if config.tiny_topology:
+        topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1)
+    network = build_pose_model(config.width, config.input_size, keypoint_set,
+                               config.skeletal_attention, dtype=policy, **topology)
+    if config.backbone_weights:
+        if not os.path.exists(config.backbone_weights):
+            raise FileNotFoundError(
+                f"--backbone_weights={config.backbone_weights} does not exist. Convert a "
+                "published checkpoint first (README, 'Published HRNet weights') or pass "
+                "--backbone_weights=none to start from random initialisation.")
+        from skelpose_tf.convert_weights import load_backbone_weights
+
+        print(load_backbone_weights(network, config.backbone_weights), file=out, flush=True)
+    codec = codec_for_model(network, decoder=config.decoder, sigma=config.sigma or None)
+    multi_worker = config.strategy == "multi_worker"
+    trainer = PoseTrainer(network, codec, config.skeletal_loss_weight, vector_logs=multi_worker)
+    optimizer, lr = make_optimizer(config, steps_per_epoch, global_batch, policy)
+    trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    trainer.optimizer.build(trainer.trainable_variables)
+    if multi_worker:
+        # Keras 3.15 reduces a PerReplica first batch eagerly in its symbolic build and fails
+        # (tf-keras-notes.md 5b); everything that build would create exists already.
+        trainer._maybe_symbolic_build = lambda *args, **kwargs: None
+    return network, codec, trainer, lr
+
+
 def train(config: TrainConfig, out=sys.stdout):
     """Train (or resume) a run; returns the summary dict also written to `summary.json`."""
     started = time.time()
@@ -129,33 +173,12 @@ def train(config: TrainConfig, out=sys.stdout):
     data = TrainingData(config, keypoint_set, out)
     replicas = strategy.num_replicas_in_sync
     global_batch = config.batch_size * replicas
-    steps_per_epoch = config.steps_per_epoch or max(1, len(data.train_records) // global_batch)
+    steps_per_epoch = config.steps_per_epoch or max(1, data.num_train // global_batch)
+    monitor = "PCKh" if config.dataset == "mpii" else "AP"
 
     with strategy.scope():
-        topology = {}
-        if config.tiny_topology:
-            topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1)
-        network = build_pose_model(config.width, config.input_size, keypoint_set,
-                                   config.skeletal_attention, dtype=policy, **topology)
-        if config.backbone_weights:
-            if not os.path.exists(config.backbone_weights):
-                raise FileNotFoundError(
-                    f"--backbone_weights={config.backbone_weights} does not exist. Convert a "
-                    "published checkpoint first (README, 'Published HRNet weights') or pass "
-                    "--backbone_weights=none to start from random initialisation.")
-            from skelpose_tf.convert_weights import load_backbone_weights
-
-            print(load_backbone_weights(network, config.backbone_weights), file=out, flush=True)
-        codec = codec_for_model(network, decoder=config.decoder, sigma=config.sigma or None)
-        multi_worker = config.strategy == "multi_worker"
-        trainer = PoseTrainer(network, codec, config.skeletal_loss_weight, vector_logs=multi_worker)
-        optimizer, lr = make_optimizer(config, steps_per_epoch, global_batch, policy)
-        trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-        trainer.optimizer.build(trainer.trainable_variables)
-        if multi_worker:
-            # Keras 3.15 reduces a PerReplica first batch eagerly in its symbolic build and
-            # fails (tf-keras-notes.md 5b); everything that build would create exists already.
-            trainer._maybe_symbolic_build = lambda *args, **kwargs: None
+        network, codec, trainer, lr = build_trainer(config, keypoint_set, steps_per_epoch,
+                                                    global_batch, policy, out)
 
     backup_dir = os.path.join(config.run_dir, BACKUP_DIR)
     state = cb.load_backup(trainer, backup_dir) or {}
@@ -167,11 +190,11 @@ def train(config: TrainConfig, out=sys.stdout):
           + (f" | resuming at step {start_step}" if start_step else ""), file=out, flush=True)
 
     train_dataset = make_train_dataset(
-        data.train_records, keypoint_set, config.input_size, global_batch,
+        data.train_input, keypoint_set, config.input_size, global_batch,
         AugmentConfig(scale_factor=config.scale_factor, rotation_factor=config.rotation_factor,
                       flip_prob=config.flip_prob, half_body_prob=config.half_body_prob),
         seed=config.seed + start_step, report=data.report)
-    if multi_worker:
+    if config.strategy == "multi_worker":
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_dataset = train_dataset.with_options(options)
@@ -184,8 +207,7 @@ def train(config: TrainConfig, out=sys.stdout):
             lambda net: headline_metrics(evaluate(
                 net, data.val_source, config, os.path.join(config.run_dir, "validation"),
                 max_people=config.val_max_people)),
-            config.run_dir, config.val_every_epochs, config.epochs, state,
-            monitor="PCKh" if config.dataset == "mpii" else "AP"),
+            config.run_dir, config.val_every_epochs, config.epochs, state, monitor=monitor),
         cb.ImageLogger(os.path.join(config.run_dir, "tensorboard"), val_images, codec,
                        config.image_every_epochs, png_dir=os.path.join(config.run_dir, "pictures")),
         keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard")),
@@ -204,7 +226,6 @@ def train(config: TrainConfig, out=sys.stdout):
                     shuffle=False)
     train_seconds = time.time() - started
     evaluations = final_evaluation(config, data, network, out)
-    monitor = "PCKh" if config.dataset == "mpii" else "AP"
     summary = {f"{monitor} ({source.replace('_', ' ')})": result[monitor]
                for source, result in evaluations.items()}
     summary.update(evaluations)
@@ -234,7 +255,8 @@ def export_best(config, data, out, num_calibration=200, num_verification=64):
     keypoint_set, size = network.keypoint_set, network.input_size
     report = export.export_all(
         network, export_dir,
-        export.crops_from_records(data.train_records, keypoint_set, size, num_calibration),
+        export.crops_from_records(data.train_records or data.val_records, keypoint_set, size,
+                                  num_calibration),
         export.crops_from_records(data.val_records, keypoint_set, size, num_verification),
         quantizations=config.export_quantizations, flip_test=config.flip_test,
         decoder=config.decoder, out=out)
