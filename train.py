@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
+import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -121,7 +122,11 @@ def main(argv):
 
     from skelpose_tf.training.loop import train
 
-    summary = train(config)
+    try:
+        summary = train(config)
+    except (ValueError, FileNotFoundError, FloatingPointError) as error:
+        # Bad data, paths or a diverged run: a clear message, no traceback (backups are kept).
+        sys.exit(f"train.py: error: {error}")
     print("\nsummary:", json.dumps(
         {k: v for k, v in summary.items() if k not in ("ground_truth_boxes", "detector_boxes")},
         indent=2, default=str))
