@@ -119,10 +119,9 @@ def write_dots_dataset(directory, num_images=2, detection_jitter=3.0) -> dict:
 def build_tiny_model(skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):
     """An untrained W8 `PoseHRNet` with one module of one block per stage (5x faster to build,
     load and trace than the official topology, with every part of the architecture)."""
-    from skelpose_tf.models.pose_model import build_pose_model
+    from tiny_models import tiny_pose_model
 
-    return build_pose_model(8, input_size, keypoint_set, skeletal_attention,
-                            stage_modules=(1, 1, 1), blocks_per_branch=1)
+    return tiny_pose_model(keypoint_set, skeletal_attention, input_size)
 
 
 def save_tiny_model(run_dir, skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):

@@ -1,13 +1,10 @@
 """COCO keypoint metric: rescoring, OKS-NMS, results JSON and pycocotools scores."""
 
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from pose_fixtures import pycocotools_stats
 
 from skelpose_tf.evaluation import coco_metric
 from skelpose_tf.evaluation.coco_metric import (
@@ -83,16 +80,7 @@ def _gt_predictions(path):
 
 def _direct_cocoeval(gt_path, results_path, sigmas=None):
     """Independent pycocotools run on a results file (COCO's default sigmas unless given)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_path)
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results_path), "keypoints")
-        evaluator.params.useSegm = None
-        if sigmas is not None:
-            evaluator.params.kpt_oks_sigmas = np.asarray(sigmas)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator.stats[:10]
+    return pycocotools_stats(gt_path, results_path, sigmas)[:10]
 
 
 def test_rescoring_matches_hand_computed_values():
