@@ -35,6 +35,7 @@ def measure(args):
 
     from skelpose_tf.codec import HeatmapCodec
     from skelpose_tf.models.pose_model import build_pose_model, parse_input_size
+    from skelpose_tf.training.optimizers import FusedAdam
     from skelpose_tf.training.trainer import PoseTrainer
 
     size = parse_input_size(args.input_size)
@@ -42,7 +43,7 @@ def measure(args):
     network = build_pose_model(args.width, size, "coco", dtype=args.precision, **topology)
     codec = HeatmapCodec(size, "coco")
     trainer = PoseTrainer(network, codec)
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=args.jit)
+    trainer.compile(optimizer=FusedAdam(1e-3), jit_compile=args.jit)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, *size, 3)).astype("uint8")
     labels = {"keypoints": rng.uniform(0, min(size), (args.batch_size, 17, 2)).astype("float32"),

@@ -1,6 +1,6 @@
 """Runs a few PoseTrainer steps under a strategy and saves losses and weights (test helper).
 
-    python tests/replica_training.py {default|mirrored|multi_worker} OUT.npz
+    python tests/replica_training.py {default|mirrored|multi_worker} OUT.npz [sgd|adam|fused_adam]
 
 `mirrored` uses 2 logical CPU devices; `multi_worker` reads TF_CONFIG (one process per worker;
 only worker 0 writes OUT). BatchNorm is frozen (inference mode) so that per-replica batch
@@ -16,7 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def main(strategy_name, out_path):
+def make_optimizer(name):
+    """SGD(0.5) (default), Keras' Adam(1e-3) or the project's FusedAdam(1e-3)."""
+    import keras
+
+    from skelpose_tf.training.optimizers import FusedAdam
+
+    return {"sgd": lambda: keras.optimizers.SGD(0.5), "adam": lambda: keras.optimizers.Adam(1e-3),
+            "fused_adam": lambda: FusedAdam(1e-3)}[name]()
+
+
+def main(strategy_name, out_path, optimizer_name="sgd"):
     import keras
     import tensorflow as tf
 
@@ -43,17 +53,17 @@ def main(strategy_name, out_path):
                 layer.trainable = False
         multi_worker = strategy_name == "multi_worker"
         trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), vector_logs=multi_worker)
-        trainer.compile(optimizer=keras.optimizers.SGD(0.5))
-        trainer.optimizer.build(trainer.trainable_variables)
+        trainer.compile(optimizer=make_optimizer(optimizer_name))
         if multi_worker:
             trainer._maybe_symbolic_build = lambda *a, **k: None
+    initial = np.concatenate([np.ravel(v.numpy()) for v in network.trainable_weights])
     history = trainer.fit(dataset, epochs=3, steps_per_epoch=1, verbose=0, shuffle=False).history
     losses = np.ravel(np.asarray(history["loss"], np.float64))
     weights = np.concatenate([np.ravel(v.numpy()) for v in network.trainable_weights])
     task = strategy.cluster_resolver.task_id if multi_worker else 0
     if task == 0:
-        np.savez(out_path, losses=losses, weights=weights)
+        np.savez(out_path, losses=losses, weights=weights, initial=initial)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

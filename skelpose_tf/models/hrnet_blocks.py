@@ -16,13 +16,16 @@ checkpoints map onto the Keras model by name (see `skelpose_tf/convert_weights.p
 Conventions (DESIGN.md section 2): convolutions have no bias, BatchNorm uses `momentum=0.9,
 epsilon=1e-5` (PyTorch's 0.1 / 1e-5), 3x3 stride-2 convolutions pad one pixel on every side
 (`ZeroPadding2D(1)` + `valid`, as PyTorch's `padding=1`), fuse layers upsample with nearest
-neighbour. Feature maps are `[B, H, W, C]`.
+neighbour. Feature maps are `[B, H, W, C]`. BatchNorm layers are `FusedBatchNormalization`
+(`batch_norm.py`): Keras' layer, computed by TensorFlow's fused kernel.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import layers
+
+from skelpose_tf.models.batch_norm import FusedBatchNormalization
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -59,8 +62,8 @@ def _conv_bn_named(x, filters, kernel_size, strides, conv_name, bn_name, relu_na
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.001),
         name=conv_name, dtype=dtype,
     )(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=bn_name,
-                                  dtype=dtype)(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=bn_name,
+                                dtype=dtype)(x)
     if relu_name:
         x = layers.ReLU(name=relu_name, dtype=dtype)(x)
     return x

@@ -20,6 +20,7 @@ from skelpose_tf.models.pose_model import build_pose_model
 from skelpose_tf.training import callbacks as cb
 from skelpose_tf.training.config import TrainConfig
 from skelpose_tf.training.distribution import make_strategy
+from skelpose_tf.training.optimizers import FusedAdam
 from skelpose_tf.training.schedules import WarmupSchedule
 from skelpose_tf.training.trainer import PoseTrainer
 
@@ -119,13 +120,14 @@ def headline_metrics(evaluation):
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch, global_batch, policy):
-    """Adam (AdamW-style decay when `weight_decay`) on the run's schedule; loss-scaled for fp16."""
+    """Adam (fused kernel; AdamW-style decay when `weight_decay`) on the run's schedule;
+    loss-scaled for fp16."""
     lr = config.lr * (global_batch / config.base_batch_size if config.scale_lr else 1.0)
     schedule = WarmupSchedule(
         lr, total_steps=config.epochs * steps_per_epoch, decay=config.lr_decay,
         boundaries=[int(e * steps_per_epoch) for e in config.lr_steps], factor=config.lr_factor,
         warmup_steps=config.warmup_steps)
-    optimizer = keras.optimizers.Adam(schedule, weight_decay=config.weight_decay or None)
+    optimizer = FusedAdam(schedule, weight_decay=config.weight_decay or None)
     if policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer, lr
@@ -155,7 +157,6 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
     trainer = PoseTrainer(network, codec, config.skeletal_loss_weight, vector_logs=multi_worker)
     optimizer, lr = make_optimizer(config, steps_per_epoch, global_batch, policy)
     trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-    trainer.optimizer.build(trainer.trainable_variables)
     if multi_worker:
         # Keras 3.15 reduces a PerReplica first batch eagerly in its symbolic build and fails
         # (tf-keras-notes.md 5b); everything that build would create exists already.

@@ -57,6 +57,16 @@ class PoseTrainer(keras.Model):
         # BackupAndRestore-style restores require a built model).
         self.built = True
 
+    def compile(self, *args, **kwargs):
+        """`keras.Model.compile`, then the optimizer's slot variables are built eagerly.
+
+        Left to `fit`, Keras builds them inside the first traced step: every Adam slot becomes a
+        lifted variable with its own initialiser `cond`, and the step is traced twice, which
+        made up ~30 s of HRNet-W32's first step (BENCHMARKS.md). Call inside the strategy scope.
+        """
+        super().compile(*args, **kwargs)
+        self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         return list(self.trackers.values())

@@ -1,0 +1,62 @@
+"""BatchNormalization that runs TensorFlow's fused kernel (one op forward, one backward).
+
+Keras 3's `BatchNormalization` computes the statistics and the normalisation with separate ops
+(`tf.nn.moments` + `tf.nn.batch_normalization`) and, under `mixed_bfloat16`, first casts the whole
+activation to float32. On HRNet-W32 (303 BN layers) that is ~15 extra ops per layer in the forward
+graph and ~30 in its gradient, float32 copies of every bfloat16 activation kept for the backward
+pass, and memory-bound passes that oneDNN cannot fuse. `FusedBatchNormalization` keeps the Keras
+layer's variables, names, config and inference maths, and on the TensorFlow backend computes the
+layer with `FusedBatchNormV3` instead: bfloat16 in, bfloat16 out, float32 statistics inside the
+kernel. BENCHMARKS.md has the measured effect on the W32 training step.
+
+One numerical difference from Keras' layer, on purpose: the moving variance is updated with the
+unbiased batch variance (`n / (n - 1)`, as PyTorch and the official HRNet do); the batch itself is
+normalised with the biased variance, as in both frameworks.
+
+Feature maps are channels-last `[B, H, W, C]`; other layouts and other backends fall back to the
+Keras implementation.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="skelpose_tf")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TensorFlow's `FusedBatchNormV3` kernel.
+
+    Same constructor, variables (`gamma`, `beta`, `moving_mean`, `moving_variance`) and config as
+    the Keras layer. Input `[B, H, W, C]` in the layer's compute dtype (float32 or bfloat16;
+    float16 too); output the same shape and dtype.
+    """
+
+    def _uses_fused_kernel(self, inputs, mask):
+        return (keras.backend.backend() == "tensorflow" and mask is None and len(inputs.shape) == 4
+                and self.axis in (-1, 3) and not self.renorm and not self.synchronized
+                and self.scale and self.center)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._uses_fused_kernel(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        inputs = tf.cast(inputs, self.compute_dtype)
+        gamma = tf.cast(self.gamma, "float32")
+        beta = tf.cast(self.beta, "float32")
+        if training and self.trainable:
+            # The kernel normalises with the batch statistics and returns the moving averages
+            # already updated: (1 - f) * moving + f * batch, f = 1 - momentum.
+            outputs, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, "float32"),
+                variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                exponential_avg_factor=1.0 - self.momentum, data_format="NHWC",
+                is_training=True)
+            self.moving_mean.assign(moving_mean)
+            self.moving_variance.assign(moving_variance)
+            return outputs
+        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, "float32"),
+            variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+            exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
+        return outputs
