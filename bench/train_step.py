@@ -9,8 +9,11 @@ forward, masked losses, backward, Adam). Reported per configuration:
 - images/s: median over `--steps` timed steps after the first (`--repeats` rounds, median);
 - first step: seconds from `fit` start to the end of the first step (tracing + graph optimisation);
 - peak RSS of the process;
-- render share: time of `HeatmapCodec.encode` on the same batch (compiled the same way) over
-  the step time.
+- render share: time of `HeatmapCodec.encode` on the same batch over the step time, measured
+  as in the step: inside one graph (compiled the same way), `RENDER_REPEATS` encodes per call so
+  that the per-call dispatch of a standalone `tf.function` is not counted.
+`--plain_keras` swaps in Keras' `BatchNormalization` and `Adam` for the project's fused
+`FusedBatchNormalization` and `FusedAdam` (the ablation in BENCHMARKS.md).
 Prints a markdown table with the command, machine and date, for BENCHMARKS.md.
 """
 
@@ -27,6 +30,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.machine import describe_machine, load_average  # noqa: E402
 
+RENDER_REPEATS = 10
+
 
 def measure(args):
     import keras
@@ -34,16 +39,22 @@ def measure(args):
     import tensorflow as tf
 
     from skelpose_tf.codec import HeatmapCodec
+    from skelpose_tf.models import hrnet_blocks
     from skelpose_tf.models.pose_model import build_pose_model, parse_input_size
     from skelpose_tf.training.optimizers import FusedAdam
     from skelpose_tf.training.trainer import PoseTrainer
 
+    optimizer = FusedAdam(1e-3)
+    if args.plain_keras:
+        # Ablation: Keras' own BatchNormalization and Adam instead of the fused kernels.
+        hrnet_blocks.FusedBatchNormalization = keras.layers.BatchNormalization
+        optimizer = keras.optimizers.Adam(1e-3)
     size = parse_input_size(args.input_size)
     topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1) if args.tiny_topology else {}
     network = build_pose_model(args.width, size, "coco", dtype=args.precision, **topology)
     codec = HeatmapCodec(size, "coco")
     trainer = PoseTrainer(network, codec)
-    trainer.compile(optimizer=FusedAdam(1e-3), jit_compile=args.jit)
+    trainer.compile(optimizer=optimizer, jit_compile=args.jit)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, *size, 3)).astype("uint8")
     labels = {"keypoints": rng.uniform(0, min(size), (args.batch_size, 17, 2)).astype("float32"),
@@ -68,17 +79,28 @@ def measure(args):
               for i in range(args.repeats)]
     step_time = float(np.median(rounds))
 
-    encode = tf.function(codec.encode, jit_compile=args.jit)
-    encode(labels["keypoints"], labels["visibility"])
+    # Rendering inside one graph, as in the step (no per-call dispatch): RENDER_REPEATS encodes
+    # of shifted keypoints, every map reduced so that nothing can be pruned.
+    @tf.function(jit_compile=args.jit)
+    def encode_repeatedly(keypoints, visibility):
+        total = tf.constant(0.0)
+        for i in range(RENDER_REPEATS):
+            targets = codec.encode(keypoints + 0.01 * i, visibility)
+            total += (tf.reduce_sum(targets["heatmaps"])
+                      + tf.reduce_sum(targets["skeletal_heatmaps"]))
+        return total
+
+    encode_repeatedly(labels["keypoints"], labels["visibility"])
     render_times = []
-    for _ in range(20):
+    for _ in range(10):
         begin = time.perf_counter()
-        encode(labels["keypoints"], labels["visibility"])["heatmaps"].numpy()
-        render_times.append(time.perf_counter() - begin)
+        encode_repeatedly(labels["keypoints"], labels["visibility"]).numpy()
+        render_times.append((time.perf_counter() - begin) / RENDER_REPEATS)
     render_time = float(np.median(render_times))
     return {
         "width": args.width, "input_size": args.input_size, "batch_size": args.batch_size,
         "precision": args.precision, "jit_compile": args.jit, "tiny_topology": args.tiny_topology,
+        "plain_keras": args.plain_keras,
         "images_per_s": args.batch_size / step_time, "step_s": step_time,
         "first_step_s": first_step, "peak_rss_gb": resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -96,6 +118,8 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny_topology", action="store_true")
+    parser.add_argument("--plain_keras", action="store_true",
+                        help="Keras' BatchNormalization and Adam instead of the fused kernels")
     parser.add_argument("--json_out", default="")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -111,7 +135,8 @@ def main():
                        "--width", str(args.width), "--input_size", args.input_size,
                        "--batch_size", str(args.batch_size), "--steps", str(args.steps),
                        "--repeats", str(args.repeats)] + (
-                           ["--tiny_topology"] if args.tiny_topology else [])
+                           ["--tiny_topology"] if args.tiny_topology else []) + (
+                           ["--plain_keras"] if args.plain_keras else [])
             output = subprocess.run(command, capture_output=True, text=True)
             lines = [l for l in output.stdout.splitlines() if l.startswith("RESULT ")]
             if not lines:
@@ -125,7 +150,8 @@ def main():
           "| render (ms) | render share |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        model = f"W{r['width']}{' tiny' if r['tiny_topology'] else ''}"
+        model = (f"W{r['width']}{' tiny' if r['tiny_topology'] else ''}"
+                 f"{' (Keras BN + Adam)' if r['plain_keras'] else ''}")
         print(f"| {model} | {r['input_size']} | {r['batch_size']} | {r['precision']} | "
               f"{'on' if r['jit_compile'] else 'off'} | {r['images_per_s']:.2f} | "
               f"{r['first_step_s']:.1f} | {r['peak_rss_gb']:.2f} | {r['render_ms']:.1f} | "
