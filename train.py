@@ -45,6 +45,8 @@ _LAMBDA = flags.DEFINE_float("skeletal_loss_weight", 0.2, "lambda in l = l_k + l
 _BACKBONE = flags.DEFINE_string("backbone_weights", "", "Initial weights: a published HRNet .pth "
                                 "or a converted .weights.h5 ('' or 'none': random init).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size per replica.")
+_MICRO = flags.DEFINE_integer("micro_batches", 1, "Run each batch as this many sequential "
+                              "micro-batches (gradient accumulation; less activation memory).")
 _EPOCHS = flags.DEFINE_integer("epochs", 210, "Epochs.")
 _STEPS = flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch (0: one pass over the data).")
 _LR = flags.DEFINE_float("lr", 1e-3, "Base learning rate (Adam).")
@@ -96,7 +98,8 @@ def build_config():
         tiny_topology=_TINY.value,
         sigma=_SIGMA.value, skeletal_loss_weight=_LAMBDA.value,
         backbone_weights="" if _BACKBONE.value.lower() == "none" else _BACKBONE.value,
-        batch_size=_BATCH.value, epochs=_EPOCHS.value, steps_per_epoch=_STEPS.value,
+        batch_size=_BATCH.value, micro_batches=_MICRO.value, epochs=_EPOCHS.value,
+        steps_per_epoch=_STEPS.value,
         lr=_LR.value, lr_decay=_LR_DECAY.value, lr_steps=tuple(float(e) for e in _LR_STEPS.value),
         lr_factor=_LR_FACTOR.value, warmup_steps=_WARMUP.value, scale_lr=_SCALE_LR.value,
         base_batch_size=_BASE_BATCH.value, weight_decay=_WD.value,

@@ -53,7 +53,7 @@ def measure(args):
     topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1) if args.tiny_topology else {}
     network = build_pose_model(args.width, size, "coco", dtype=args.precision, **topology)
     codec = HeatmapCodec(size, "coco")
-    trainer = PoseTrainer(network, codec)
+    trainer = PoseTrainer(network, codec, micro_batches=args.micro_batches)
     trainer.compile(optimizer=optimizer, jit_compile=args.jit)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (args.batch_size, *size, 3)).astype("uint8")
@@ -100,7 +100,7 @@ def measure(args):
     return {
         "width": args.width, "input_size": args.input_size, "batch_size": args.batch_size,
         "precision": args.precision, "jit_compile": args.jit, "tiny_topology": args.tiny_topology,
-        "plain_keras": args.plain_keras,
+        "plain_keras": args.plain_keras, "micro_batches": args.micro_batches,
         "images_per_s": args.batch_size / step_time, "step_s": step_time,
         "first_step_s": first_step, "peak_rss_gb": resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -118,6 +118,8 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tiny_topology", action="store_true")
+    parser.add_argument("--micro_batches", type=int, default=1,
+                        help="run each batch as this many sequential micro-batches")
     parser.add_argument("--plain_keras", action="store_true",
                         help="Keras' BatchNormalization and Adam instead of the fused kernels")
     parser.add_argument("--json_out", default="")
@@ -134,7 +136,8 @@ def main():
             command = [sys.executable, "-m", "bench.train_step", "--child", f"{precision}:{jit}",
                        "--width", str(args.width), "--input_size", args.input_size,
                        "--batch_size", str(args.batch_size), "--steps", str(args.steps),
-                       "--repeats", str(args.repeats)] + (
+                       "--repeats", str(args.repeats),
+                       "--micro_batches", str(args.micro_batches)] + (
                            ["--tiny_topology"] if args.tiny_topology else []) + (
                            ["--plain_keras"] if args.plain_keras else [])
             output = subprocess.run(command, capture_output=True, text=True)
@@ -151,7 +154,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         model = (f"W{r['width']}{' tiny' if r['tiny_topology'] else ''}"
-                 f"{' (Keras BN + Adam)' if r['plain_keras'] else ''}")
+                 f"{' (Keras BN + Adam)' if r['plain_keras'] else ''}"
+                 + (f" ({r['micro_batches']} micro-batches)" if r["micro_batches"] > 1 else ""))
         print(f"| {model} | {r['input_size']} | {r['batch_size']} | {r['precision']} | "
               f"{'on' if r['jit_compile'] else 'off'} | {r['images_per_s']:.2f} | "
               f"{r['first_step_s']:.1f} | {r['peak_rss_gb']:.2f} | {r['render_ms']:.1f} | "

@@ -8,6 +8,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from skelpose_tf.codec import HeatmapCodec
@@ -55,6 +56,43 @@ def test_training_steps_reduce_the_loss():
     history = trainer.fit(dataset, epochs=4, steps_per_epoch=5, verbose=0, shuffle=False).history
     assert history["loss"][-1] < 0.75 * history["loss"][0]
     assert history["skeletal_loss"][-1] < history["skeletal_loss"][0]
+
+
+def _one_batch_training(micro_batches, steps=2):
+    """Initial and final weights and the logs of `steps` SGD steps on one batch of 8, with
+    BatchNorm frozen (per-micro-batch statistics would differ legitimately)."""
+    keras.utils.set_random_seed(0)
+    network = tiny_pose_model("coco")
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), micro_batches=micro_batches)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+    images, labels = tiny_batch(batch=8, seed=3)
+    start = np.concatenate([np.ravel(v.numpy()) for v in network.trainable_weights])
+    history = trainer.fit(tf.data.Dataset.from_tensors((images, labels)).repeat(), epochs=1,
+                          steps_per_epoch=steps, verbose=0, shuffle=False).history
+    weights = np.concatenate([np.ravel(v.numpy()) for v in network.trainable_weights])
+    return start, weights, history
+
+
+def test_micro_batches_give_the_whole_batch_update():
+    """Gradient accumulation over 4 micro-batches = one batch of 8 (BatchNorm frozen)."""
+    start, whole_weights, whole_history = _one_batch_training(1)
+    _, micro_weights, micro_history = _one_batch_training(4)
+    for name in ("loss", "keypoint_loss", "skeletal_loss"):
+        np.testing.assert_allclose(micro_history[name], whole_history[name], rtol=1e-5)
+    np.testing.assert_allclose(micro_weights, whole_weights, rtol=1e-4, atol=1e-7)
+    assert np.abs(micro_weights - start).max() > 1e-4
+
+
+def test_micro_batches_must_divide_the_batch():
+    trainer = PoseTrainer(tiny_pose_model("coco"), HeatmapCodec((64, 64), "coco"),
+                          micro_batches=3)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    images, labels = tiny_batch(batch=4)
+    with pytest.raises(ValueError, match="micro_batches=3 does not divide the batch size 4"):
+        trainer.fit(images, labels, batch_size=4, epochs=1, verbose=0)
 
 
 def test_baseline_trains_with_keypoint_loss_only():

@@ -32,7 +32,9 @@ class TrainConfig:
         runs and tests), sigma (0: official default for the size),
         skeletal_loss_weight (lambda), backbone_weights (a path or "" for none).
     Optimisation:
-        batch_size per replica, epochs, steps_per_epoch (0: one pass over the training people),
+        batch_size per replica, micro_batches (gradient accumulation inside the step: each
+        batch runs as this many sequential micro-batches, for batch_size / micro_batches
+        activation memory), epochs, steps_per_epoch (0: one pass over the training people),
         lr, lr_decay ("step" or "cosine"), lr_steps (epochs), lr_factor, warmup_steps,
         scale_lr (linear scaling: lr * global_batch / base_batch_size), weight_decay
         (decoupled, Keras AdamW-style; 0 reproduces the official code, which ignores its 1e-4).
@@ -64,6 +66,7 @@ class TrainConfig:
     skeletal_loss_weight: float = 0.2
     backbone_weights: str = ""
     batch_size: int = 32
+    micro_batches: int = 1
     epochs: int = 210
     steps_per_epoch: int = 0
     lr: float = 1e-3
@@ -102,9 +105,12 @@ class TrainConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
-        for name in ("batch_size", "epochs", "backup_every_steps"):
+        for name in ("batch_size", "micro_batches", "epochs", "backup_every_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")
+        if self.batch_size % self.micro_batches:
+            raise ValueError(f"micro_batches={self.micro_batches} must divide batch_size="
+                             f"{self.batch_size}.")
         if self.dataset != "synthetic":
             needed = ("val_ann", "val_images") + (
                 () if self.train_tfrecords else ("train_ann", "train_images"))

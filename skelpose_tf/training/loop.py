@@ -154,7 +154,8 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
         print(load_backbone_weights(network, config.backbone_weights), file=out, flush=True)
     codec = codec_for_model(network, decoder=config.decoder, sigma=config.sigma or None)
     multi_worker = config.strategy == "multi_worker"
-    trainer = PoseTrainer(network, codec, config.skeletal_loss_weight, vector_logs=multi_worker)
+    trainer = PoseTrainer(network, codec, config.skeletal_loss_weight, vector_logs=multi_worker,
+                          micro_batches=config.micro_batches)
     optimizer, lr = make_optimizer(config, steps_per_epoch, global_batch, policy)
     trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     if multi_worker:

@@ -27,6 +27,13 @@ class PoseTrainer(keras.Model):
             without the skeletal module trains the HRNet baseline with `l = l_k`.
         vector_logs: return the logs as shape-[1] tensors (needed by Keras 3.15's
             MultiWorkerMirroredStrategy reduction, `shared/reference/tf-keras-notes.md` 5b).
+        micro_batches: split every training batch into this many equal micro-batches that run
+            forward and backward one after the other (a `tf.while_loop`), summing their
+            gradients before the single optimizer update: gradient accumulation inside one step.
+            Peak activation memory is that of batch / micro_batches; the loss and gradient are
+            those of the whole batch, except that BatchNorm normalises each micro-batch with its
+            own statistics (as per-replica BatchNorm does across GPUs). The batch size must be
+            divisible by it.
         **kwargs: standard `keras.Model` arguments.
 
     Data (`fit`, `evaluate`): batches `(images uint8 [B, H, W, 3], {"keypoints": float32
@@ -40,7 +47,7 @@ class PoseTrainer(keras.Model):
     """
 
     def __init__(self, network, codec: HeatmapCodec, skeletal_loss_weight=0.2,
-                 vector_logs=False, **kwargs):
+                 vector_logs=False, micro_batches=1, **kwargs):
         super().__init__(**kwargs)
         if codec.keypoint_set.num_keypoints != network.output["heatmaps"].shape[-1]:
             raise ValueError(
@@ -52,6 +59,10 @@ class PoseTrainer(keras.Model):
         self.codec = codec
         self.skeletal_loss_weight = float(skeletal_loss_weight)
         self.vector_logs = bool(vector_logs)
+        if int(micro_batches) != micro_batches or micro_batches < 1:
+            raise ValueError(
+                f"micro_batches must be a positive integer. Received: {micro_batches!r}")
+        self.micro_batches = int(micro_batches)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
         # The wrapped functional network is built already, so the trainer is too (saving and
         # BackupAndRestore-style restores require a built model).
@@ -84,13 +95,50 @@ class PoseTrainer(keras.Model):
 
     def train_step(self, data):
         images, labels = data
-        with tf.GradientTape() as tape:
-            total, keypoint_term, skeletal_term, _ = self.compute_losses(images, labels, True)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(total / replicas)
-        gradients = tape.gradient(scaled, self.trainable_variables)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if self.micro_batches == 1:
+            with tf.GradientTape() as tape:
+                total, keypoint_term, skeletal_term, _ = self.compute_losses(images, labels, True)
+                scaled = self.optimizer.scale_loss(total / replicas)
+            gradients = tape.gradient(scaled, self.trainable_variables)
+        else:
+            gradients, (total, keypoint_term, skeletal_term) = self._accumulated_gradients(
+                images, labels, replicas)
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_logs(total, keypoint_term, skeletal_term)
+
+    def _accumulated_gradients(self, images, labels, replicas):
+        """Gradients and mean losses of the batch, computed micro-batch by micro-batch.
+
+        The micro-batches run in a `tf.while_loop`, so one micro-batch's activations are
+        released before the next forward pass starts, and the step's graph holds one copy of
+        the network.
+        """
+        count = self.micro_batches
+        batch = images.shape[0]
+        if batch is not None and batch % count:
+            raise ValueError(f"micro_batches={count} does not divide the batch size {batch}.")
+        size = tf.shape(images)[0] // count
+        variables = self.trainable_variables
+
+        def body(index, gradient_sums, loss_sums):
+            def part(tensor):
+                return tensor[index * size:(index + 1) * size]
+
+            with tf.GradientTape() as tape:
+                losses = self.compute_losses(part(images), tf.nest.map_structure(part, labels),
+                                             True)[:3]
+                scaled = self.optimizer.scale_loss(losses[0] / (replicas * count))
+            gradients = tape.gradient(scaled, variables)
+            gradient_sums = [total if gradient is None else total + gradient
+                             for total, gradient in zip(gradient_sums, gradients)]
+            return index + 1, gradient_sums, loss_sums + tf.stack(losses) / count
+
+        initial = (tf.constant(0), [tf.zeros(v.shape, v.dtype) for v in variables],
+                   tf.zeros([3]))
+        _, gradients, loss_means = tf.while_loop(
+            lambda index, *_: index < count, body, initial, parallel_iterations=1)
+        return gradients, tf.unstack(loss_means)
 
     def test_step(self, data):
         images, labels = data
