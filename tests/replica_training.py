@@ -1,6 +1,7 @@
 """Runs a few PoseTrainer steps under a strategy and saves losses and weights (test helper).
 
     python tests/replica_training.py {default|mirrored|multi_worker} OUT.npz [sgd|adam|fused_adam]
+        [MICRO_BATCHES]
 
 `mirrored` uses 2 logical CPU devices; `multi_worker` reads TF_CONFIG (one process per worker;
 only worker 0 writes OUT). BatchNorm is frozen (inference mode) so that per-replica batch
@@ -26,7 +27,7 @@ def make_optimizer(name):
             "fused_adam": lambda: FusedAdam(1e-3)}[name]()
 
 
-def main(strategy_name, out_path, optimizer_name="sgd"):
+def main(strategy_name, out_path, optimizer_name="sgd", micro_batches="1"):
     import keras
     import tensorflow as tf
 
@@ -52,7 +53,8 @@ def main(strategy_name, out_path, optimizer_name="sgd"):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
         multi_worker = strategy_name == "multi_worker"
-        trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), vector_logs=multi_worker)
+        trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), vector_logs=multi_worker,
+                              micro_batches=int(micro_batches))
         trainer.compile(optimizer=make_optimizer(optimizer_name))
         if multi_worker:
             trainer._maybe_symbolic_build = lambda *a, **k: None

@@ -132,8 +132,9 @@ def _environment(**extra):
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def _run_replica_script(strategy, out, optimizer="sgd"):
-    result = subprocess.run(_replica_command(strategy, out, optimizer), capture_output=True,
+def _run_replica_script(strategy, out, optimizer="sgd", micro_batches=1):
+    result = subprocess.run(_replica_command(strategy, out, optimizer, str(micro_batches)),
+                            capture_output=True,
                             text=True, timeout=600, env=_environment())
     assert result.returncode == 0, result.stderr[-3000:]
     return np.load(out)
@@ -155,6 +156,14 @@ def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     np.testing.assert_allclose(mirrored["losses"], single["losses"], rtol=1e-4)
     np.testing.assert_allclose(mirrored["weights"], single["weights"], rtol=1e-3, atol=1e-6)
     assert single["losses"][-1] < single["losses"][0]
+
+
+def test_micro_batches_under_mirrored_strategy_match_one_device(tmp_path):
+    """Each replica accumulates its half of the batch in 2 micro-batches of 2."""
+    single = _run_replica_script("default", str(tmp_path / "single.npz"))
+    micro = _run_replica_script("mirrored", str(tmp_path / "micro.npz"), "sgd", 2)
+    np.testing.assert_allclose(micro["losses"], single["losses"], rtol=1e-4)
+    np.testing.assert_allclose(micro["weights"], single["weights"], rtol=1e-3, atol=1e-6)
 
 
 def test_fused_adam_equals_keras_adam_under_mirrored_strategy(tmp_path):
