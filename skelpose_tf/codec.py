@@ -13,6 +13,9 @@ An input-crop point x_in lies at heatmap coordinate
     x_h = (x_in + 0.5) / stride - 0.5        (inverse: x_in = (x_h + 0.5) * stride - 0.5)
 
 and the same for y. Heatmap pixel (row j, column i) has its centre at (x_h, y_h) = (i, j).
+`pixel_convention="hrnet"` uses the official HRNet code's mapping instead, x_h = x_in / stride
+(inverse x_in = x_h * stride), with which the published checkpoints were trained: their heatmaps
+peak ~(stride - 1) / 2 input pixels away from where the centred convention reads them.
 
 Targets (`encode`):
 - Keypoint k: the unnormalised Gaussian exp(-((x - x_h)^2 + (y - y_h)^2) / (2 sigma^2)),
@@ -88,6 +91,7 @@ from keras import ops
 from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 
 DECODERS = ("weighted", "argmax", "quarter", "dark")
+PIXEL_CONVENTIONS = ("centered", "hrnet")
 
 # Below this squared length (heatmap pixels^2) a segment's projection parameter is computed
 # against this value instead, which keeps zero-length links finite (they render as points).
@@ -165,6 +169,8 @@ class HeatmapCodec:
         decoder: default decoding method, one of `DECODERS`.
         top_n: default N of the `weighted` decoder (20 in the paper).
         use_joint_weights: multiply the keypoint weights by `keypoint_set.weights`.
+        pixel_convention: "centered" (the project's, module docstring) or "hrnet" (x_h =
+            x_in / stride, the official code's; for converted published checkpoints).
 
     Attributes:
         heatmap_size: (h, w) = (H / stride, W / stride).
@@ -185,6 +191,7 @@ class HeatmapCodec:
         decoder: str = "weighted",
         top_n: int = 20,
         use_joint_weights: bool = False,
+        pixel_convention: str = "centered",
     ):
         if not _is_integer(stride) or stride < 1:
             raise ValueError(
@@ -205,6 +212,11 @@ class HeatmapCodec:
                 "HeatmapCodec: skeletal_sigma must be positive. "
                 f"Received: skeletal_sigma={skeletal_sigma!r}"
             )
+        if pixel_convention not in PIXEL_CONVENTIONS:
+            raise ValueError(
+                f"HeatmapCodec: pixel_convention must be one of {PIXEL_CONVENTIONS}. "
+                f"Received: pixel_convention={pixel_convention!r}"
+            )
         if decoder not in DECODERS:
             raise ValueError(
                 f"HeatmapCodec: decoder must be one of {DECODERS}. Received: decoder={decoder!r}"
@@ -218,6 +230,7 @@ class HeatmapCodec:
         self.heatmap_size = (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
         self.top_n = self._check_top_n(top_n)
         self.use_joint_weights = bool(use_joint_weights)
+        self.pixel_convention = pixel_convention
 
     def _check_top_n(self, top_n) -> int:
         num_pixels = self.heatmap_size[0] * self.heatmap_size[1]
@@ -248,6 +261,7 @@ class HeatmapCodec:
             "decoder": self.decoder,
             "top_n": self.top_n,
             "use_joint_weights": self.use_joint_weights,
+            "pixel_convention": self.pixel_convention,
         }
 
     @classmethod
@@ -256,12 +270,32 @@ class HeatmapCodec:
 
     # Coordinates -----------------------------------------------------------------------------
     def to_heatmap_coordinates(self, points):
-        """Input-crop pixels -> heatmap pixels: (p + 0.5) / stride - 0.5 (any shape, float32)."""
-        return (ops.cast(points, "float32") + 0.5) / self.stride - 0.5
+        """Input-crop pixels -> heatmap pixels: (p + 0.5) / stride - 0.5, or p / stride with
+        the "hrnet" convention (any shape, float32)."""
+        points = ops.cast(points, "float32")
+        if self.pixel_convention == "hrnet":
+            return points / self.stride
+        return (points + 0.5) / self.stride - 0.5
 
     def to_input_coordinates(self, points):
-        """Heatmap pixels -> input-crop pixels: (p + 0.5) * stride - 0.5 (any shape, float32)."""
-        return (ops.cast(points, "float32") + 0.5) * self.stride - 0.5
+        """Heatmap pixels -> input-crop pixels: (p + 0.5) * stride - 0.5, or p * stride with
+        the "hrnet" convention (any shape, float32)."""
+        points = ops.cast(points, "float32")
+        if self.pixel_convention == "hrnet":
+            return points * self.stride
+        return (points + 0.5) * self.stride - 0.5
+
+    def unflip(self, flipped_heatmaps):
+        """Heatmaps of mirrored crops `[B, h, w, K]` -> heatmaps of the original crops.
+
+        `flip_heatmaps` (mirror, swap left/right channels); with the "hrnet" convention the
+        result is also shifted right by one pixel, as the official flip test does (its mirror
+        lands 1 - 1 / stride pixels left of the original; see `flip_heatmaps`).
+        """
+        mirrored = flip_heatmaps(flipped_heatmaps, self.keypoint_set.flip_index)
+        if self.pixel_convention == "hrnet":
+            mirrored = ops.concatenate([mirrored[:, :, :1], mirrored[:, :, :-1]], axis=2)
+        return mirrored
 
     # Encoding --------------------------------------------------------------------------------
     def encode(self, keypoints, visibility) -> dict:

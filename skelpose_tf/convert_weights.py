@@ -428,6 +428,7 @@ def _write_converted_attributes(path, model, report):
         f.attrs["skelpose_width"] = model.width
         f.attrs["skelpose_keypoint_set"] = json.dumps(keypoint_set.to_config())
         f.attrs["skelpose_checkpoint_kind"] = report.checkpoint_kind
+        f.attrs["skelpose_pixel_convention"] = model.pixel_convention
         f.attrs["skelpose_source"] = os.path.basename(report.source)
         string = h5py.string_dtype()
         f.attrs["skelpose_loaded"] = np.array(report.loaded, dtype=string)
@@ -443,7 +444,8 @@ def converted_file_info(path):
     Returns:
         None, or a dict with `width`, `keypoint_set` (config dict), `checkpoint_kind`
         ("pose" / "imagenet"), `source` (checkpoint file name), `loaded` and `ignored`
-        (PyTorch tensor names).
+        (PyTorch tensor names), `pixel_convention` ("hrnet": the published models' heatmap
+        coordinates).
     """
     import h5py
 
@@ -458,6 +460,7 @@ def converted_file_info(path):
         "width": int(attrs["skelpose_width"]),
         "keypoint_set": json.loads(attrs["skelpose_keypoint_set"]),
         "checkpoint_kind": str(attrs["skelpose_checkpoint_kind"]),
+        "pixel_convention": str(attrs.get("skelpose_pixel_convention", "hrnet")),
         "source": str(attrs["skelpose_source"]),
         "loaded": [str(n) for n in attrs["skelpose_loaded"]],
         "ignored": [str(n) for n in attrs["skelpose_ignored"]],
@@ -560,8 +563,9 @@ def convert_checkpoint(checkpoint, out, width=None, keypoint_set="coco", checkpo
 
     from skelpose_tf.models.pose_model import build_pose_model
 
+    # The published models were trained with HRNet's heatmap coordinates (x_h = x_in / 4).
     model = build_pose_model(width, CONVERSION_INPUT_SIZE, keypoint_set,
-                             skeletal_attention=False)
+                             skeletal_attention=False, pixel_convention="hrnet")
     report = load_state_dict_into_model(model, state, kind, allow_missing,
                                         allow_unused, source=str(checkpoint))
     out_dir = os.path.dirname(os.path.abspath(out))

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from skelpose_tf.codec import HeatmapCodec, flip_heatmaps
+from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.data.transforms import crop_to_image
 
 
@@ -31,7 +31,8 @@ def codec_for_model(network, decoder="weighted", sigma=None, top_n=20):
     """
     return HeatmapCodec(network.input_size, network.keypoint_set, stride=4,
                         sigma=default_sigma(network.input_size) if sigma is None else sigma,
-                        decoder=decoder, top_n=top_n)
+                        decoder=decoder, top_n=top_n,
+                        pixel_convention=getattr(network, "pixel_convention", "centered"))
 
 
 def default_sigma(input_size):
@@ -46,8 +47,8 @@ class PosePredictor:
         network: a pose model returning `{"heatmaps": [B, h, w, K], ...}` from raw RGB pixels.
         codec: the `HeatmapCodec` of the model (input size, stride, keypoint set, decoder).
         flip_test: average the heatmaps of each crop and of its mirror image (channels swapped
-            by the keypoint set's flip partners; no pixel shift is needed, see
-            `skelpose_tf.codec.flip_heatmaps`).
+            by the keypoint set's flip partners; no pixel shift is needed with the centred
+            pixel convention, one pixel with the "hrnet" one: `HeatmapCodec.unflip`).
 
     Call arguments (`heatmaps`, `predict`):
         images: uint8 or float `[B, H, W, 3]` RGB crops at the model's input size.
@@ -76,7 +77,7 @@ class PosePredictor:
         count = tf.shape(images)[0]
         both = tf.concat([images, tf.reverse(images, axis=[2])], axis=0)
         heatmaps = tf.cast(self.network(both, training=False)["heatmaps"], tf.float32)
-        mirrored = flip_heatmaps(heatmaps[count:], self.codec.keypoint_set.flip_index)
+        mirrored = self.codec.unflip(heatmaps[count:])
         return 0.5 * (heatmaps[:count] + mirrored)
 
     def heatmaps(self, images):

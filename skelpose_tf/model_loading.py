@@ -27,6 +27,7 @@ import zipfile
 
 import keras
 
+from skelpose_tf.convert_weights import converted_file_info
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, PoseHRNet,
                                            build_pose_model, parse_input_size)
@@ -201,10 +202,12 @@ def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention
             "--input_size (and --keypoint_set, --skeletal_attention when not coco / with the "
             "skeletal module)."
         )
+    converted = converted_file_info(path)  # a published checkpoint: HRNet's heatmap pixels
     network = build_pose_model(
         int(width), input_size, keypoint_set or "coco",
         True if skeletal_attention is None else bool(skeletal_attention),
         stage_modules=stage_modules, blocks_per_branch=blocks_per_branch,
+        pixel_convention=converted["pixel_convention"] if converted else "centered",
     )
     try:
         with warnings.catch_warnings():

@@ -494,3 +494,50 @@ def test_decode_rejects_wrong_heatmap_size_and_method():
         codec.decode(np.zeros((1, 12, 16, 17), np.float32))
     with pytest.raises(ValueError, match="method='soft'"):
         codec.decode(np.zeros((1, 16, 12, 17), np.float32), method="soft")
+
+
+def test_hrnet_pixel_convention_by_hand():
+    """Official HRNet coordinates: input x lies at heatmap x / 4 (no half-pixel centring)."""
+    codec = HeatmapCodec((64, 48), _single_keypoint_set(), sigma=2.0, pixel_convention="hrnet")
+    keypoints = np.array([[[12.0, 8.0]]], np.float32)  # (x, y) in input pixels
+    heatmaps = codec.encode(keypoints, np.ones((1, 1), np.float32))["heatmaps"].numpy()
+    assert np.unravel_index(heatmaps[0, :, :, 0].argmax(), (16, 12)) == (2, 3)
+    assert heatmaps[0, 2, 3, 0] == pytest.approx(1.0)
+    np.testing.assert_allclose(codec.decode(heatmaps, method="argmax")[0].numpy(), keypoints,
+                               atol=1e-5)
+    np.testing.assert_allclose(codec.to_input_coordinates(codec.to_heatmap_coordinates(
+        np.array([5.3, 17.0], np.float32))).numpy(), [5.3, 17.0], atol=1e-5)
+    restored = HeatmapCodec.from_config(codec.get_config())
+    assert restored.pixel_convention == "hrnet"
+    with pytest.raises(ValueError, match="pixel_convention"):
+        HeatmapCodec((64, 48), "coco", pixel_convention="corner")
+
+
+def test_unflip_shifts_one_pixel_only_with_the_hrnet_convention():
+    rng = np.random.default_rng(5)
+    flipped = rng.uniform(size=(2, 8, 6, 17)).astype("float32")
+    mirrored = flipped[:, :, ::-1, :][..., list(COCO.flip_index)]
+    shifted = np.concatenate([mirrored[:, :, :1], mirrored[:, :, :-1]], axis=2)
+    centred = HeatmapCodec((32, 24), "coco")
+    official = HeatmapCodec((32, 24), "coco", pixel_convention="hrnet")
+    np.testing.assert_allclose(centred.unflip(flipped).numpy(), mirrored, atol=1e-7)
+    np.testing.assert_allclose(official.unflip(flipped).numpy(), shifted, atol=1e-7)
+
+
+@pytest.mark.parametrize("convention,expected_error", [("centered", 0.0), ("hrnet", 1.0)])
+def test_flip_test_error_of_each_convention(convention, expected_error):
+    """A keypoint rendered in a mirrored crop and unflipped lands within the convention's known
+    error: exactly for the centred one, 1 input pixel (1 / stride of a heatmap pixel, the
+    official flip test's residual) for HRNet's with its shift (3 pixels without it)."""
+    codec = HeatmapCodec((64, 48), _single_keypoint_set(), sigma=2.0,
+                         pixel_convention=convention)
+    truth = np.array([[[20.0, 30.0]]], np.float32)
+    mirrored = truth.copy()
+    mirrored[..., 0] = 48 - 1 - truth[..., 0]
+    targets = codec.encode(mirrored, np.ones((1, 1), np.float32))["heatmaps"]
+    decoded = codec.decode(codec.unflip(targets), method="dark")[0].numpy()
+    assert abs(decoded[0, 0, 0] - truth[0, 0, 0]) == pytest.approx(expected_error, abs=0.05)
+    assert decoded[0, 0, 1] == pytest.approx(truth[0, 0, 1], abs=0.05)
+    if convention == "hrnet":
+        unshifted = codec.decode(flip_heatmaps(targets, [0]), method="dark")[0]
+        assert abs(unshifted.numpy()[0, 0, 0] - truth[0, 0, 0]) == pytest.approx(3.0, abs=0.05)

@@ -82,12 +82,13 @@ def test_stable_official_layer_names():
 
 
 def test_keras_round_trip_under_safe_mode(tmp_path):
-    model = build_pose_model(8, (64, 64), "mpii")
+    model = build_pose_model(8, (64, 64), "mpii", pixel_convention="hrnet")
     images = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3)).astype("uint8")
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert loaded.get_config() == model.get_config()
+    assert loaded.pixel_convention == "hrnet"
     for key, value in model(images).items():
         np.testing.assert_allclose(value, loaded(images)[key], atol=1e-6)
 
@@ -120,6 +121,7 @@ def test_float32_outputs_under_mixed_precision():
     (dict(input_size="256by192"), "look like"),
     (dict(width=0), "width must be a positive integer"),
     (dict(keypoint_set="nope"), "Unknown keypoint set"),
+    (dict(pixel_convention="corner"), "pixel_convention must be one of"),
 ])
 def test_invalid_arguments_give_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

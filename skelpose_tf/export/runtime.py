@@ -98,7 +98,8 @@ class TFLiteRunner:
         decoder = self.metadata["decoder"]
         self.codec = HeatmapCodec(self.input_size, self.metadata["keypoint_set_config"],
                                   stride=int(decoder["stride"]), sigma=float(decoder["sigma"]),
-                                  decoder=decoder["method"], top_n=int(decoder["top_n"]))
+                                  decoder=decoder["method"], top_n=int(decoder["top_n"]),
+                                  pixel_convention=decoder.get("pixel_convention", "centered"))
         self.interpreter = make_interpreter(self.path, num_threads=num_threads)
         self.signature = self.interpreter.get_signature_runner(SERVING_SIGNATURE)
 

@@ -291,6 +291,7 @@ class ServingGraph:
             "decoder": {
                 "method": self.codec.decoder, "top_n": self.codec.top_n,
                 "sigma": self.codec.sigma, "stride": self.codec.stride,
+                "pixel_convention": self.codec.pixel_convention,
                 "score": "the heatmap's peak value",
             },
             "network": {"name": self.network.name,

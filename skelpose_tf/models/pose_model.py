@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from skelpose_tf.codec import PIXEL_CONVENTIONS
 from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 from skelpose_tf.models import hrnet_blocks as blocks
 from skelpose_tf.models.image_normalization import ImageNormalization
@@ -54,6 +55,9 @@ class PoseHRNet(keras.Model):
             a shallower network with the same structure (fast tests, small demos).
         blocks_per_branch: BASIC blocks per branch in every module (official: 4); also the
             number of stage-1 bottlenecks.
+        pixel_convention: how its heatmaps map to input pixels, read by the `HeatmapCodec`
+            that trains and decodes it: "centered" (below) or "hrnet" (pixel (i, j) at
+            `(4 j, 4 i)`, the official code's; set for converted published checkpoints).
         **kwargs: `name`, `trainable`.
 
     Call arguments:
@@ -73,7 +77,10 @@ class PoseHRNet(keras.Model):
 
     def __init__(self, width=32, input_size=(256, 192), keypoint_set="coco",
                  skeletal_attention=True, dtype=None, stage_modules=STAGE_MODULES,
-                 blocks_per_branch=BLOCKS_PER_BRANCH, **kwargs):
+                 blocks_per_branch=BLOCKS_PER_BRANCH, pixel_convention="centered", **kwargs):
+        if pixel_convention not in PIXEL_CONVENTIONS:
+            raise ValueError(f"pixel_convention must be one of {PIXEL_CONVENTIONS}. Received: "
+                             f"pixel_convention={pixel_convention!r}")
         if int(width) != width or width <= 0:
             raise ValueError(f"width must be a positive integer. Received: width={width}")
         width = int(width)
@@ -136,6 +143,7 @@ class PoseHRNet(keras.Model):
         self.dtype_argument = dtype
         self.stage_modules = stage_modules
         self.blocks_per_branch = int(blocks_per_branch)
+        self.pixel_convention = pixel_convention
 
     @property
     def heatmap_size(self):
@@ -154,6 +162,7 @@ class PoseHRNet(keras.Model):
             "skeletal_attention": self.skeletal_attention,
             "stage_modules": list(self.stage_modules),
             "blocks_per_branch": self.blocks_per_branch,
+            "pixel_convention": self.pixel_convention,
             "dtype": (
                 self.dtype_argument
                 if self.dtype_argument is None or isinstance(self.dtype_argument, str)
@@ -168,7 +177,8 @@ class PoseHRNet(keras.Model):
 
 def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
                      skeletal_attention=True, dtype=None, name=None,
-                     stage_modules=STAGE_MODULES, blocks_per_branch=BLOCKS_PER_BRANCH):
+                     stage_modules=STAGE_MODULES, blocks_per_branch=BLOCKS_PER_BRANCH,
+                     pixel_convention="centered"):
     """Build the skeletal-heatmap pose model (see `PoseHRNet` for arguments and outputs).
 
     Example:
@@ -182,4 +192,5 @@ def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
     kwargs = {} if name is None else {"name": name}
     return PoseHRNet(width=width, input_size=input_size, keypoint_set=keypoint_set,
                      skeletal_attention=skeletal_attention, dtype=dtype,
-                     stage_modules=stage_modules, blocks_per_branch=blocks_per_branch, **kwargs)
+                     stage_modules=stage_modules, blocks_per_branch=blocks_per_branch,
+                     pixel_convention=pixel_convention, **kwargs)
