@@ -93,6 +93,13 @@ from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 DECODERS = ("weighted", "argmax", "quarter", "dark")
 PIXEL_CONVENTIONS = ("centered", "hrnet")
 
+
+def check_pixel_convention(pixel_convention, owner=""):
+    """Raise a ValueError (prefixed with `owner`) unless it is one of `PIXEL_CONVENTIONS`."""
+    if pixel_convention not in PIXEL_CONVENTIONS:
+        raise ValueError(f"{owner}pixel_convention must be one of {PIXEL_CONVENTIONS}. "
+                         f"Received: pixel_convention={pixel_convention!r}")
+
 # Below this squared length (heatmap pixels^2) a segment's projection parameter is computed
 # against this value instead, which keeps zero-length links finite (they render as points).
 _MIN_SQUARED_LINK_LENGTH = 1e-6
@@ -212,11 +219,7 @@ class HeatmapCodec:
                 "HeatmapCodec: skeletal_sigma must be positive. "
                 f"Received: skeletal_sigma={skeletal_sigma!r}"
             )
-        if pixel_convention not in PIXEL_CONVENTIONS:
-            raise ValueError(
-                f"HeatmapCodec: pixel_convention must be one of {PIXEL_CONVENTIONS}. "
-                f"Received: pixel_convention={pixel_convention!r}"
-            )
+        check_pixel_convention(pixel_convention, "HeatmapCodec: ")
         if decoder not in DECODERS:
             raise ValueError(
                 f"HeatmapCodec: decoder must be one of {DECODERS}. Received: decoder={decoder!r}"

@@ -41,22 +41,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        inputs = tf.cast(inputs, self.compute_dtype)
-        gamma = tf.cast(self.gamma, "float32")
-        beta = tf.cast(self.beta, "float32")
-        if training and self.trainable:
-            # The kernel normalises with the batch statistics and returns the moving averages
-            # already updated: (1 - f) * moving + f * batch, f = 1 - momentum.
-            outputs, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
-                exponential_avg_factor=1.0 - self.momentum, data_format="NHWC",
-                is_training=True)
+        training = bool(training and self.trainable)
+        # Training: the kernel normalises with the batch statistics and returns the moving
+        # averages already updated, (1 - f) * moving + f * batch with f = 1 - momentum.
+        # Inference: it normalises with the moving statistics and returns them unchanged.
+        outputs, moving_mean, moving_variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=tf.cast(inputs, self.compute_dtype), scale=tf.cast(self.gamma, "float32"),
+            offset=tf.cast(self.beta, "float32"), mean=tf.cast(self.moving_mean, "float32"),
+            variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+            exponential_avg_factor=1.0 - self.momentum if training else 1.0,
+            data_format="NHWC", is_training=training)
+        if training:
             self.moving_mean.assign(moving_mean)
             self.moving_variance.assign(moving_variance)
-            return outputs
-        outputs, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=gamma, offset=beta, mean=tf.cast(self.moving_mean, "float32"),
-            variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
-            exponential_avg_factor=1.0, data_format="NHWC", is_training=False)
         return outputs

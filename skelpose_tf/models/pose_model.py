@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from skelpose_tf.codec import PIXEL_CONVENTIONS
+from skelpose_tf.codec import check_pixel_convention
 from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 from skelpose_tf.models import hrnet_blocks as blocks
 from skelpose_tf.models.image_normalization import ImageNormalization
@@ -78,9 +78,7 @@ class PoseHRNet(keras.Model):
     def __init__(self, width=32, input_size=(256, 192), keypoint_set="coco",
                  skeletal_attention=True, dtype=None, stage_modules=STAGE_MODULES,
                  blocks_per_branch=BLOCKS_PER_BRANCH, pixel_convention="centered", **kwargs):
-        if pixel_convention not in PIXEL_CONVENTIONS:
-            raise ValueError(f"pixel_convention must be one of {PIXEL_CONVENTIONS}. Received: "
-                             f"pixel_convention={pixel_convention!r}")
+        check_pixel_convention(pixel_convention)
         if int(width) != width or width <= 0:
             raise ValueError(f"width must be a positive integer. Received: width={width}")
         width = int(width)

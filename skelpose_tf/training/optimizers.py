@@ -46,17 +46,17 @@ class FusedAdam(keras.optimizers.Adam):
         """
         import tensorflow as tf
 
-        key = (learning_rate, tf.compat.v1.get_default_graph())
+        graph = tf.compat.v1.get_default_graph()
         cached = getattr(self, "_cached_step_scalars", None)
-        if (not tf.executing_eagerly() and cached is not None and cached[0][0] is key[0]
-                and cached[0][1] is key[1] and cached[1] == dtype):
-            return cached[2]
+        if (cached is not None and not tf.executing_eagerly() and cached[0] is learning_rate
+                and cached[1] is graph and cached[2] == dtype):
+            return cached[3]
         step = tf.cast(self.iterations + 1, dtype)
         beta1 = tf.cast(self.beta_1, dtype)
         beta2 = tf.cast(self.beta_2, dtype)
         scalars = (tf.pow(beta1, step), tf.pow(beta2, step), tf.cast(learning_rate, dtype),
                    beta1, beta2, tf.cast(self.epsilon, dtype))
-        self._cached_step_scalars = (key, dtype, scalars)
+        self._cached_step_scalars = (learning_rate, graph, dtype, scalars)
         return scalars
 
 

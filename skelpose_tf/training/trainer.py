@@ -97,15 +97,18 @@ class PoseTrainer(keras.Model):
         images, labels = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if self.micro_batches == 1:
-            with tf.GradientTape() as tape:
-                total, keypoint_term, skeletal_term, _ = self.compute_losses(images, labels, True)
-                scaled = self.optimizer.scale_loss(total / replicas)
-            gradients = tape.gradient(scaled, self.trainable_variables)
+            gradients, losses = self._loss_gradients(images, labels, replicas)
         else:
-            gradients, (total, keypoint_term, skeletal_term) = self._accumulated_gradients(
-                images, labels, replicas)
+            gradients, losses = self._accumulated_gradients(images, labels, replicas)
         self.optimizer.apply(gradients, self.trainable_variables)
-        return self._update_logs(total, keypoint_term, skeletal_term)
+        return self._update_logs(*losses)
+
+    def _loss_gradients(self, images, labels, divisor):
+        """Gradients of `total / divisor` (loss-scaled) and `(total, keypoint, skeletal)`."""
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(images, labels, True)[:3]
+            scaled = self.optimizer.scale_loss(losses[0] / divisor)
+        return tape.gradient(scaled, self.trainable_variables), losses
 
     def _accumulated_gradients(self, images, labels, replicas):
         """Gradients and mean losses of the batch, computed micro-batch by micro-batch.
@@ -119,23 +122,19 @@ class PoseTrainer(keras.Model):
         if batch is not None and batch % count:
             raise ValueError(f"micro_batches={count} does not divide the batch size {batch}.")
         size = tf.shape(images)[0] // count
-        variables = self.trainable_variables
 
         def body(index, gradient_sums, loss_sums):
             def part(tensor):
                 return tensor[index * size:(index + 1) * size]
 
-            with tf.GradientTape() as tape:
-                losses = self.compute_losses(part(images), tf.nest.map_structure(part, labels),
-                                             True)[:3]
-                scaled = self.optimizer.scale_loss(losses[0] / (replicas * count))
-            gradients = tape.gradient(scaled, variables)
+            gradients, losses = self._loss_gradients(
+                part(images), tf.nest.map_structure(part, labels), replicas * count)
             gradient_sums = [total if gradient is None else total + gradient
                              for total, gradient in zip(gradient_sums, gradients)]
             return index + 1, gradient_sums, loss_sums + tf.stack(losses) / count
 
-        initial = (tf.constant(0), [tf.zeros(v.shape, v.dtype) for v in variables],
-                   tf.zeros([3]))
+        zeros = [tf.zeros(v.shape, v.dtype) for v in self.trainable_variables]
+        initial = (tf.constant(0), zeros, tf.zeros([3]))
         _, gradients, loss_means = tf.while_loop(
             lambda index, *_: index < count, body, initial, parallel_iterations=1)
         return gradients, tf.unstack(loss_means)
