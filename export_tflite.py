@@ -23,6 +23,12 @@ the differences are printed and the command fails (exit status 1) when one is pa
 tolerance. `int8` calibrates on crops of the training set (`--calibration_ann` /
 `--calibration_images`, default the synthetic train set). `--evaluate_ap` adds the COCO AP of
 each model next to the Keras model's AP (`ap_report.json`).
+
+Nothing is left half-written: `all` writes and verifies everything in a staging directory that
+replaces `--out` only when every model passed (a failed export goes to `<out>.failed`, its AP
+too with `--evaluate_ap`, and the previous export stays); `saved_model` is written aside and
+swapped in; `tflite` writes the model and its JSON each whole (a model that fails verification
+is still written there, with its verdict in the JSON).
 """
 
 import os
@@ -32,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from skelpose_tf import export  # noqa: E402
+from skelpose_tf.atomic_files import replace_directory  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
 from skelpose_tf.export import QUANTIZATIONS  # noqa: E402
 
@@ -151,18 +158,22 @@ def main(argv):
     options = dict(decoder=_DECODER.value, flip_test=_FLIP_TEST.value, top_n=_TOP_N.value)
 
     if _format() == "all":
-        report = export.export_all(
-            network, out_path, calibration, verification, quantizations=quantizations,
-            heatmap_quantizations=_HEATMAP_QUANTIZATION.value,
-            include_heatmaps=_SAVED_MODEL_HEATMAPS.value, num_threads=_NUM_THREADS.value,
-            raise_on_failure=False, **options)
+        rejected = None
+        try:
+            report = export.export_all(
+                network, out_path, calibration, verification, quantizations=quantizations,
+                heatmap_quantizations=_HEATMAP_QUANTIZATION.value,
+                include_heatmaps=_SAVED_MODEL_HEATMAPS.value, num_threads=_NUM_THREADS.value,
+                **options)
+        except export.RejectedExportError as error:  # the AP shows what the failure costs
+            report, rejected = error.report, error
         if _EVALUATE_AP.value:
             print(f"COCO AP on {ann} (ground-truth boxes):", flush=True)
             export.compare_ap(network, report, ann, images,
                               max_images=_AP_MAX_IMAGES.value or None,
                               num_threads=_NUM_THREADS.value)
-        if not report.passed:
-            raise export.ExportVerificationError(report.failures)
+        if rejected is not None:
+            raise rejected
         return
 
     graph = export.ServingGraph(network, **options)
@@ -173,9 +184,12 @@ def main(argv):
     quantization = quantizations[0] if _format() == "tflite" else "float32"
     tolerance = export.DEFAULT_TOLERANCES[quantization]
     if _format() == "saved_model":
-        artifacts = export.export_verified_saved_model(
-            graph, out_path, reference, verification, tolerance,
-            include_heatmaps=_SAVED_MODEL_HEATMAPS.value)
+        with export.staged_directory(out_path) as staged:  # written aside, then swapped in
+            written = os.path.join(staged, os.path.basename(os.path.normpath(out_path)))
+            artifacts = export.export_verified_saved_model(
+                graph, written, reference, verification, tolerance,
+                include_heatmaps=_SAVED_MODEL_HEATMAPS.value)
+            replace_directory(written, out_path)
     else:
         with export.TFLiteExporter(graph) as exporter:
             artifacts = (export.export_verified_tflite(

@@ -3,9 +3,10 @@
     python train.py --flagfile=configs/demo.cfg                  # synthetic data, CPU, minutes
     python train.py --flagfile=configs/coco_w32.cfg --train_ann=... --batch_size=16
 
-Flags given after `--flagfile` override the file. The resolved flags are written to
-`<run_dir>/flags.cfg`; `python train.py --flagfile=<run_dir>/flags.cfg` reproduces (or, after an
-interruption, resumes) the run.
+Flags given after `--flagfile` override the file. The run's own flags (this file's, not
+those TensorFlow defines) are written to `<run_dir>/flags.cfg`; rerunning the same command, or
+`python train.py --flagfile=<run_dir>/flags.cfg`, resumes the run from its newest intact
+checkpoint. `--restart` moves an existing run directory aside and starts over.
 """
 
 import os
@@ -68,8 +69,15 @@ _JIT = flags.DEFINE_bool("jit_compile", False, "XLA for the training step (slowe
 _STRATEGY = flags.DEFINE_enum("strategy", "default", STRATEGIES, "tf.distribute strategy.")
 _CPU_REPLICAS = flags.DEFINE_integer("cpu_replicas", 0, "Logical CPU devices for 'mirrored' "
                                      "without GPUs (testing).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and generation.")
-_BACKUP = flags.DEFINE_integer("backup_every_steps", 200, "Resume granularity in steps.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the initial weights, data order and "
+                             "augmentation.")
+_DETERMINISTIC = flags.DEFINE_bool("deterministic_data", False, "Batches in a fixed order "
+                                   "(bit-reproducible runs; slightly slower input).")
+_BACKUP = flags.DEFINE_integer("backup_every_steps", 200, "Checkpoint interval in optimizer "
+                               "steps (resume granularity).")
+_RESTART = flags.DEFINE_bool("restart", False, "Move an existing run directory aside "
+                             "(<run_dir>.replaced-<time>) and start from step 0 instead of "
+                             "resuming. Never written to flags.cfg.")
 _VAL_EVERY = flags.DEFINE_integer("val_every_epochs", 10, "Validation interval in epochs.")
 _VAL_MAX = flags.DEFINE_integer("val_max_people", 0, "Validation subset size (0: all).")
 _IMAGE_EVERY = flags.DEFINE_integer("image_every_epochs", 1, "Picture logging interval.")
@@ -106,10 +114,20 @@ def build_config():
         rotation_factor=_ROT.value, scale_factor=_SCALE.value, flip_prob=_FLIP.value,
         half_body_prob=_HALF.value, precision=_PRECISION.value, jit_compile=_JIT.value,
         strategy=_STRATEGY.value, cpu_replicas=_CPU_REPLICAS.value, seed=_SEED.value,
+        deterministic_data=_DETERMINISTIC.value,
         backup_every_steps=_BACKUP.value, val_every_epochs=_VAL_EVERY.value,
         val_max_people=_VAL_MAX.value, image_every_epochs=_IMAGE_EVERY.value,
         decoder=_DECODER.value, flip_test=_FLIP_TEST.value, export=_EXPORT.value,
         export_quantizations=tuple(_QUANT.value), verbose=_VERBOSE.value)
+
+
+def run_flags_text() -> str:
+    """This script's flags as `--name=value` lines: not the ones TensorFlow's imports define
+    (a later `--flagfile` would refuse them), not `--restart` (it must not repeat)."""
+    names = sorted(holder.name for holder in globals().values()
+                   if isinstance(holder, flags.FlagHolder) and holder.name != _RESTART.name)
+    return ("# python train.py --flagfile=<this file> resumes or reproduces the run.\n"
+            + "".join(flags.FLAGS[name].serialize() + "\n" for name in names))
 
 
 def main(argv):
@@ -120,15 +138,24 @@ def main(argv):
         config = build_config()
     except ValueError as error:
         raise app.UsageError(str(error)) from None
-    os.makedirs(config.run_dir, exist_ok=True)
-    flags.FLAGS.append_flags_into_file(os.path.join(config.run_dir, "flags.cfg"))
-
     from skelpose_tf.training.loop import train
+    from skelpose_tf.training.run_state import RunStateError
+
+    import tensorflow as tf
 
     try:
-        summary = train(config)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
-        # Bad data, paths or a diverged run: a clear message, no traceback (backups are kept).
+        summary = train(config, restart=_RESTART.value, flags_text=run_flags_text())
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.AbortedError) as error:
+        if config.strategy != "multi_worker":
+            raise
+        cause = " ".join(str(error.message).split())[:300]
+        sys.exit(f"train.py: error: lost contact with another worker ({type(error).__name__}: "
+                 f"{cause}). Every worker stops. When all machines are back, rerun the same "
+                 f"command on every worker: the run resumes from its last checkpoint in "
+                 f"{config.run_dir}/checkpoints.")
+    except (ValueError, FileNotFoundError, FloatingPointError, RunStateError) as error:
+        # Bad data, paths or a diverged run: a clear message, no traceback (checkpoints are kept).
         sys.exit(f"train.py: error: {error}")
     print("\nsummary:", json.dumps(
         {k: v for k, v in summary.items() if k not in ("ground_truth_boxes", "detector_boxes")},

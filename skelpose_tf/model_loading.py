@@ -27,6 +27,7 @@ import zipfile
 
 import keras
 
+from skelpose_tf.atomic_files import check_keras_file
 from skelpose_tf.convert_weights import converted_file_info
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, PoseHRNet,
@@ -175,6 +176,7 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
             f"Cannot tell the checkpoint format of {path}: expected a .keras file, a run "
             f"directory or a {_WEIGHTS_SUFFIX} file."
         )
+    check_keras_file(path)  # a truncated file is reported as corrupt, not as missing
     stored = _stored_architecture(path)
     if stored is not None:  # refuse a mismatch before the (slow) full load
         _check_agrees(stored, path, width, input_size, keypoint_set, skeletal_attention)

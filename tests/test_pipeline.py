@@ -182,6 +182,38 @@ def test_sharding_splits_the_records(people):
         pipeline.make_eval_dataset(people, COCO, INPUT_SIZE, 4, shard=(2, 2))
 
 
+def test_training_shards_are_disjoint_slices_of_the_global_batch(people, monkeypatch):
+    """Two workers of batch 2 decode disjoint people that together make exactly the batches
+    of one pipeline of batch 4 (same seed), each image read by one worker only."""
+    people = [p for _ in range(4) for p in people]  # 12 records
+    loads = []
+    original_load = pipeline._SampleMaker.load
+
+    def counting_load(self, data, path, expected_size, where):
+        loads.append(where)
+        return original_load(self, data, path, expected_size, where)
+
+    monkeypatch.setattr(pipeline._SampleMaker, "load", counting_load)
+
+    def batches(batch_size, shard, steps):
+        loads.clear()
+        dataset = pipeline.make_train_dataset(people, COCO, INPUT_SIZE, batch_size, seed=3,
+                                              deterministic=True, shard=shard)
+        out = [(i.numpy(), t["keypoints"].numpy()) for i, t in dataset.take(steps)]
+        return out, len(loads)
+
+    whole, whole_loads = batches(4, None, 30)
+    first, first_loads = batches(2, (2, 0), 30)
+    second, second_loads = batches(2, tf.distribute.InputContext(2, 1), 30)
+    for (images, points), (a_images, a_points), (b_images, b_points) in zip(whole, first, second):
+        np.testing.assert_array_equal(images, np.concatenate([a_images, b_images]))
+        np.testing.assert_array_equal(points, np.concatenate([a_points, b_points]))
+    # Each worker decodes half the people (plus what tf.data prefetches beyond the last step).
+    assert whole_loads >= 120
+    slack = whole_loads - 120
+    assert 60 <= first_loads <= 60 + slack and 60 <= second_loads <= 60 + slack
+
+
 def _record(path, size=(16, 16)):
     return PersonRecord(
         image_path=str(path), image_id=0, image_size=size,

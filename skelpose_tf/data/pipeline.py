@@ -73,7 +73,9 @@ def make_train_dataset(records, keypoint_set, input_size, batch_size,
         deterministic: keep the element order fixed (with a seed, the output is then identical
             from run to run); False lets parallel work finish out of order (faster).
         shard: None, `(num_shards, index)` or a `tf.distribute.InputContext`: this pipeline
-            reads only its share of the records (multi-worker training).
+            reads only its share of the records (multi-worker training). Records: the
+            `index`-th slice of every global batch of `batch_size * num_shards` (the same
+            people as one unsharded pipeline of that batch size); TFRecords: whole files.
         shuffle_buffer: shuffle buffer size (default: all records of the shard).
         threads: size of a private tf.data thread pool (None: TF's shared pool).
         report: a `SkipReport` that counts skipped/repaired images (a new one if None).
@@ -85,9 +87,13 @@ def make_train_dataset(records, keypoint_set, input_size, batch_size,
     augment_config = AugmentConfig() if augment_config is None else augment_config
     report = SkipReport() if report is None else report
     num_shards, shard_index = _shard_spec(shard)
+    source = _source(records)
+    # Record sources slice one global batch stream, so every shard draws the same sample seeds;
+    # TFRecord sources (sharded by file) get a stream of their own per shard.
+    seed_stream = 0 if isinstance(source, _RecordSource) else shard_index
     sample_seed = None if seed is None else int(
-        np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
-    dataset = _source(records).train_batches(
+        np.random.SeedSequence([int(seed), seed_stream]).generate_state(1)[0])
+    dataset = source.train_batches(
         _SampleMaker(keypoint_set, input_size, augment_config, report), batch_size,
         num_shards, shard_index, seed, sample_seed, shuffle_buffer, deterministic)
     dataset = dataset.map(lambda batch: (batch["image"], {
@@ -272,12 +278,20 @@ class _RecordSource:
                       shuffle_buffer, deterministic):
         """Batches of (augmented) crops: one `tf.numpy_function` call cuts a whole batch.
 
-        A record whose image fails to load is replaced, within its batch, by a random record of
-        the shard (drawn from the sample's seed), so batches stay full; the failure is counted
+        Sharding slices global batches: every pipeline shuffles all record indices with the
+        same seed and draws the same per-sample seeds, groups them into global batches of
+        `batch_size * num_shards`, and decodes only its own slice `[shard_index * batch_size,
+        (shard_index + 1) * batch_size)` of each. The pipelines of one step therefore read
+        disjoint people, and together exactly the global batch that one pipeline would read
+        with `batch_size * num_shards` (so a run's data does not depend on how many workers
+        it has). A record whose image fails to load is replaced, within its batch, by a random
+        record (drawn from the sample's seed), so batches stay full; the failure is counted
         once in the report.
         """
-        dataset, shard_size = self._indices(maker, num_shards, shard_index)
-        shard_records = np.arange(shard_index, self.num_records, num_shards)
+        dataset, _ = self._indices(maker, 1, 0)
+        if self.num_records < num_shards:
+            raise ValueError(f"Cannot shard {self.num_records} records {num_shards} ways.")
+        num_records = self.num_records
         height, width = maker.input_size
         k = maker.num_keypoints
 
@@ -289,16 +303,18 @@ class _RecordSource:
                 image = self._load(maker, index)
                 replacements = None
                 while image is None:
-                    maker.failed(index, shard_size, must_progress=True)
+                    maker.failed(index, num_records, must_progress=True)
                     replacements = replacements or np.random.default_rng(
                         int(sample_seed) & 0x7FFFFFFFFFFFFFFF)
-                    index = shard_records[replacements.integers(shard_size)]
+                    index = replacements.integers(num_records)
                     image = self._load(maker, index)
                 images[j], keypoints[j], visibility[j] = self._crop(maker, image, index,
                                                                     sample_seed)
             return images, keypoints, visibility
 
         def load(indices, seeds):
+            start = shard_index * batch_size
+            indices, seeds = indices[start:start + batch_size], seeds[start:start + batch_size]
             images, keypoints, visibility = tf.numpy_function(
                 load_numpy, [indices, seeds], [tf.uint8, tf.float32, tf.float32],
                 stateful=False)
@@ -307,10 +323,10 @@ class _RecordSource:
             visibility.set_shape((batch_size, k))
             return {"image": images, "keypoints": keypoints, "visibility": visibility}
 
-        dataset = dataset.shuffle(shuffle_buffer or shard_size, seed=seed,
+        dataset = dataset.shuffle(shuffle_buffer or num_records, seed=seed,
                                   reshuffle_each_iteration=True).repeat()
         dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed=sample_seed))
-        dataset = dataset.batch(batch_size, drop_remainder=True)
+        dataset = dataset.batch(batch_size * num_shards, drop_remainder=True)
         return dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     def eval_samples(self, maker, num_shards, shard_index):

@@ -9,16 +9,24 @@
 
 `export_all` writes the SavedModel and every TFLite variant into one directory, verifies each
 against the Keras model on real crops, writes `export_report.json`, and raises
-`ExportVerificationError` when one is past its tolerance.
+`ExportVerificationError` when one is past its tolerance (`RejectedExportError`: the export
+went to `<dir>.failed`, the previous one stays). It is all-or-nothing: everything is written
+and verified in a staging directory beside the export directory, which then replaces the old
+one by renames (`skelpose_tf.atomic_files.replace_directory`), so a kill at any point leaves
+either the previous export or the new one, each with its own `export_report.json`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
+import shutil
+import signal
 import sys
 
+from skelpose_tf.atomic_files import (recover_directory, replace_directory, staging_directory,
+                                      write_json_atomic)
 from skelpose_tf.export.runtime import KerasRunner, open_runner
 from skelpose_tf.export.saved_model import (ServingGraph, export_saved_model, float32_network,
                                             metadata_path, read_metadata, write_metadata)
@@ -31,17 +39,24 @@ from skelpose_tf.export.verify import (DEFAULT_TOLERANCES, Comparison, ExportVer
 
 __all__ = [
     "DEFAULT_TOLERANCES", "QUANTIZATIONS", "VARIANTS", "Comparison", "ExportReport",
-    "ExportVerificationError", "ExportedArtifact", "KerasRunner", "ServingGraph",
-    "TFLiteExporter", "Tolerance", "compare_ap", "crops_from_records", "dataset_crops",
-    "evaluate_exported_ap", "export_all", "export_saved_model", "export_tflite",
+    "ExportVerificationError", "ExportedArtifact", "KerasRunner", "RejectedExportError",
+    "ServingGraph", "TFLiteExporter", "Tolerance", "compare_ap", "crops_from_records",
+    "dataset_crops", "evaluate_exported_ap", "export_all", "export_saved_model", "export_tflite",
     "export_verified_saved_model", "export_verified_tflite", "metadata_path", "open_runner",
-    "read_metadata",
+    "read_metadata", "staged_directory",
 ]
 
 REPORT_FILE = "export_report.json"
 SAVED_MODEL_DIR = "saved_model"
 # Quantisations of the heatmap-only variant: the ones GPU delegates run.
 HEATMAP_QUANTIZATIONS = ("float32", "float16")
+# Where `export_all` leaves an export that failed verification (with raise_on_failure).
+FAILED_SUFFIX = ".failed"
+# Test hook: with SKELPOSE_TEST_KILL_AT=<point> the process SIGKILLs itself at that point of
+# `export_all` ("artifact-<n>": after the n-th model is written and verified, counting from 1;
+# "swap": just before the staged directory replaces the old one), so tests can check what a
+# real kill leaves behind. Read in `_kill_point` only.
+KILL_AT_ENV = "SKELPOSE_TEST_KILL_AT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +111,16 @@ class ExportReport:
     def failures(self) -> tuple:
         return tuple(a.comparison for a in self.artifacts if not a.comparison.passed)
 
+    def moved_to(self, out_dir) -> ExportReport:
+        """This report with `out_dir` and every artifact path rebased onto `out_dir` (where
+        the staging directory the artifacts were written into is about to be renamed)."""
+        out_dir = os.fspath(out_dir)
+        artifacts = tuple(
+            dataclasses.replace(a, path=os.path.join(out_dir, os.path.relpath(a.path,
+                                                                              self.out_dir)))
+            for a in self.artifacts)
+        return dataclasses.replace(self, out_dir=out_dir, artifacts=artifacts)
+
     def to_dict(self) -> dict:
         return dict(out_dir=self.out_dir, flip_test=self.flip_test, decoder=self.decoder,
                     num_verification_crops=self.num_verification_crops,
@@ -118,6 +143,54 @@ class ExportReport:
                 f"{heatmap:>8}  "
                 f"{'ok' if c.passed else 'FAILED'}")
         return "\n".join(lines)
+
+
+class RejectedExportError(ExportVerificationError):
+    """`export_all` wrote an export that failed verification and did not install it.
+
+    Attributes:
+        comparisons: the failing `Comparison`s.
+        report: the `ExportReport` of the rejected export, which lies in `failed_dir`.
+        out_dir: the export directory, left as it was (the previous export, or absent).
+        failed_dir: where the rejected export was moved (`<out_dir>.failed`).
+    """
+
+    def __init__(self, report, out_dir):
+        super().__init__(report.failures)
+        self.report, self.out_dir, self.failed_dir = report, os.fspath(out_dir), report.out_dir
+        kept = (f"the previous export in {self.out_dir} is kept" if os.path.exists(self.out_dir)
+                else f"nothing was written to {self.out_dir}")
+        self.args = (f"{self.args[0]}\nThe rejected export is in {self.failed_dir}; {kept}.",)
+
+    def __reduce__(self):  # pickles (e.g. across processes) with its own arguments
+        return type(self), (self.report, self.out_dir)
+
+
+@contextlib.contextmanager
+def staged_directory(final):
+    """Yields a fresh staging directory beside `final` (`atomic_files.staging_directory`),
+    deleted on the way out unless it was renamed away (`replace_directory`) meanwhile, so an
+    exception or Ctrl-C leaves no half-written sibling behind (a SIGKILL does; the next
+    `recover_directory(final)` removes it)."""
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)  # recover_directory lists the parent
+    recover_directory(final)
+    staged = staging_directory(final)
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _kill_point(name):
+    """SIGKILL this process when `KILL_AT_ENV` names `name` (a test hook, see `KILL_AT_ENV`)."""
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _artifact_point(artifacts) -> str:
+    """The `_kill_point` name after the models of `artifacts` are written: "artifact-<n>"."""
+    return f"artifact-{len({a.path for a in artifacts})}"
 
 
 def directory_size(path) -> int:
@@ -190,17 +263,35 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
                saved_model=True, include_heatmaps=True, flip_test=True, decoder="weighted",
                top_n=20, tolerances=None, num_threads=2, raise_on_failure=True,
                out=sys.stdout) -> ExportReport:
-    """Write and verify the SavedModel and the TFLite models of a trained network.
+    """Write and verify the SavedModel and the TFLite models of a trained network, all or none.
 
-    Writes into `out_dir`: `saved_model/` (TF Serving), `pose_<quantization>.tflite` (MoveNet
-    contract) for each of `quantizations`, `heatmaps_<quantization>.tflite` for each of
+    The export directory ends up holding `saved_model/` (TF Serving), `pose_<quantization>.tflite`
+    (MoveNet contract) for each of `quantizations`, `heatmaps_<quantization>.tflite` for each of
     `heatmap_quantizations`, a JSON beside each model, and `export_report.json`. Each artifact
     is loaded back right after it is written, run on `verification_crops`, and compared with
     the Keras model (float32, same decoder and flip test); a line per artifact is printed.
 
+    All or nothing: everything is written and verified in a fresh staging directory beside
+    `out_dir` (`.<name>.partial-<pid>`), the report is written there last, and only then does
+    the staging directory replace `out_dir` (two renames, `atomic_files.replace_directory`).
+    An exception or Ctrl-C deletes the staging directory; a kill leaves it behind, and the next
+    export (or `recover_directory(out_dir)`) deletes it and repairs a swap cut between its two
+    renames. Either way `out_dir` keeps the previous export and its report, untouched. The
+    returned report and the written `export_report.json` name the final paths; no written JSON
+    names the staging directory.
+
+    When an artifact fails verification:
+    - `raise_on_failure=True`: the new export is *not* installed. `out_dir` keeps the previous
+      export (if any); the rejected one, with its report, is moved to `<out_dir>.failed`
+      (replacing an older one) for inspection, and `RejectedExportError` (an
+      `ExportVerificationError`, naming both directories and holding the rejected export's
+      `report`) is raised.
+    - `raise_on_failure=False`: the caller takes the verdict from the returned report, so the
+      new export is installed in `out_dir` as it is, its report saying `"passed": false`.
+
     Args:
         network: the trained `PoseHRNet` (mixed precision is exported in float32).
-        out_dir: export directory (created).
+        out_dir: export directory (created, or replaced as a whole).
         calibration_crops: uint8 [N, H, W, 3] real crops for `int8` calibration (better from
             the training set than from the verification set); may be None without `int8`.
         verification_crops: uint8 [M, H, W, 3] real crops to compare on.
@@ -211,19 +302,43 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
         flip_test, decoder, top_n: baked into the SavedModel and the keypoint models.
         tolerances: {quantization: `Tolerance`} overriding `DEFAULT_TOLERANCES`.
         num_threads: interpreter threads for the verification runs.
-        raise_on_failure: raise `ExportVerificationError` (after writing everything and the
-            report) when an artifact is past its tolerance.
+        raise_on_failure: on a verification failure, keep `out_dir` and raise (see above).
         out: stream for the progress lines.
 
     Returns:
-        An `ExportReport` (`str()` prints the table of differences).
+        An `ExportReport` of `out_dir` (`str()` prints the table of differences).
     """
     for quantization in (*quantizations, *heatmap_quantizations):
         if quantization not in QUANTIZATIONS:
             raise ValueError(f"quantizations must be from {QUANTIZATIONS}. "
                              f"Received: {quantization!r}")
     tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    os.makedirs(out_dir, exist_ok=True)
+    with staged_directory(out_dir) as staged:
+        print(f"export: writing into {staged}; it replaces {out_dir} once all is verified",
+              file=out, flush=True)
+        report = _write_verified_exports(
+            network, staged, calibration_crops, verification_crops, quantizations=quantizations,
+            heatmap_quantizations=heatmap_quantizations, saved_model=saved_model,
+            include_heatmaps=include_heatmaps, flip_test=flip_test, decoder=decoder,
+            top_n=top_n, tolerances=tolerances, num_threads=num_threads, out=out)
+        rejected = raise_on_failure and not report.passed
+        report = report.moved_to(
+            os.path.normpath(os.fspath(out_dir)) + FAILED_SUFFIX if rejected else out_dir)
+        write_json_atomic(os.path.join(staged, REPORT_FILE), report.to_dict())
+        _kill_point("swap")
+        replace_directory(staged, report.out_dir)
+    print(report, file=out, flush=True)
+    if rejected:
+        raise RejectedExportError(report, out_dir)
+    return report
+
+
+def _write_verified_exports(network, out_dir, calibration_crops, verification_crops, *,
+                            quantizations, heatmap_quantizations, saved_model, include_heatmaps,
+                            flip_test, decoder, top_n, tolerances, num_threads,
+                            out) -> ExportReport:
+    """Write and verify every artifact of `export_all` into `out_dir` (the staging directory);
+    the `ExportReport` names `out_dir`. Arguments as `export_all` (`tolerances` complete)."""
     graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n)
     reference = KerasRunner(graph.network, decoder, flip_test, top_n).predict(verification_crops)
     plain_reference = (KerasRunner(graph.network, decoder, False, top_n).predict(
@@ -233,6 +348,7 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
         artifacts += export_verified_saved_model(
             graph, os.path.join(out_dir, SAVED_MODEL_DIR), reference, verification_crops,
             tolerances["float32"], include_heatmaps=include_heatmaps, out=out)
+        _kill_point(_artifact_point(artifacts))
     with TFLiteExporter(graph) as exporter:
         for variant, chosen, expected in (("keypoints", quantizations, reference),
                                           ("heatmaps", heatmap_quantizations, plain_reference)):
@@ -243,16 +359,11 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
                     verification_crops, tolerances[quantization], quantization=quantization,
                     variant=variant, calibration_crops=calibration_crops,
                     num_threads=num_threads, out=out))
-    report = ExportReport(
+                _kill_point(_artifact_point(artifacts))
+    return ExportReport(
         out_dir=os.fspath(out_dir), artifacts=tuple(artifacts), flip_test=bool(flip_test),
         decoder=decoder, num_verification_crops=len(verification_crops),
         num_calibration_crops=0 if calibration_crops is None else len(calibration_crops))
-    with open(os.path.join(out_dir, REPORT_FILE), "w") as file:
-        json.dump(report.to_dict(), file, indent=2)
-    print(report, file=out, flush=True)
-    if raise_on_failure and not report.passed:
-        raise ExportVerificationError(report.failures)
-    return report
 
 
 def compare_ap(network, report: ExportReport, annotation_file, image_dir, *, max_images=None,
@@ -263,14 +374,18 @@ def compare_ap(network, report: ExportReport, annotation_file, image_dir, *, max
     set in the demo) with the report's decoder and flip test (the heatmap-only models are
     decoded without flip test, as they are exported). The Keras rows run the network in
     float32, as the exports were made (a mixed-precision network scores slightly differently
-    in its own precision). Writes `ap_report.json` into the
-    report's directory and prints one line per model with its AP difference to the Keras
-    model (the heatmap-only models to the Keras model without flip test).
+    in its own precision). The models are read from the report's (final) directory, after
+    `recover_directory` has repaired an interrupted swap there. Writes `ap_results/` (the
+    COCO results of each model; staged, then swapped in whole) and then `ap_report.json`
+    (atomically) into the report's directory, and prints one line per model with its AP
+    difference to the Keras model (the heatmap-only models to the Keras model without flip
+    test).
 
     Returns:
         {name: AP}, "keras" first, then the artifacts' file names (the SavedModel as
         "saved_model").
     """
+    recover_directory(report.out_dir)
     results_dir = os.path.join(report.out_dir, "ap_results")
     network = float32_network(network)
     models = [("keras", network, {"decoder": report.decoder, "flip_test": report.flip_test}),
@@ -280,18 +395,20 @@ def compare_ap(network, report: ExportReport, annotation_file, image_dir, *, max
     models += [(os.path.basename(os.path.normpath(a.path)), a.path, {})
                for a in report.artifacts if a.variant != "full_image"]
     table = {}
-    for name, model, options in models:
-        result = evaluate_exported_ap(
-            model, annotation_file, image_dir, os.path.join(results_dir, f"{name}.json"),
-            max_images=max_images, num_threads=num_threads, **options)
-        table[name] = result.stats["AP"]
-        baseline = table["keras_no_flip" if name.startswith("heatmaps_") and
-                         "keras_no_flip" in table else "keras"]
-        print(f"  AP {name:<28} {table[name]:.4f}  ({table[name] - baseline:+.4f} vs Keras)",
-              file=out, flush=True)
-    with open(os.path.join(report.out_dir, "ap_report.json"), "w") as file:
-        json.dump({"annotation_file": os.fspath(annotation_file), "max_images": max_images,
-                   "AP": table}, file, indent=2)
+    with staged_directory(results_dir) as staged_results:
+        for name, model, options in models:
+            result = evaluate_exported_ap(
+                model, annotation_file, image_dir, os.path.join(staged_results, f"{name}.json"),
+                max_images=max_images, num_threads=num_threads, **options)
+            table[name] = result.stats["AP"]
+            baseline = table["keras_no_flip" if name.startswith("heatmaps_") and
+                             "keras_no_flip" in table else "keras"]
+            print(f"  AP {name:<28} {table[name]:.4f}  ({table[name] - baseline:+.4f} vs Keras)",
+                  file=out, flush=True)
+        replace_directory(staged_results, results_dir)
+    write_json_atomic(os.path.join(report.out_dir, "ap_report.json"),
+                      {"annotation_file": os.fspath(annotation_file), "max_images": max_images,
+                       "AP": table})
     return table
 
 

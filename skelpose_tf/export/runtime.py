@@ -26,7 +26,7 @@ import os
 
 import numpy as np
 
-from skelpose_tf.export.saved_model import SERVING_SIGNATURE, read_metadata
+from skelpose_tf.export.saved_model import METADATA_FILE, SERVING_SIGNATURE, read_metadata
 
 
 def make_interpreter(model_path=None, *, model_content=None, num_threads=2):
@@ -185,8 +185,33 @@ class KerasRunner:
                 "heatmaps": np.asarray(heatmaps)}
 
 
+def recover_interrupted_export(path) -> bool:
+    """Put an export directory back that a kill took away between the two renames of its swap.
+
+    `path` is an artifact (a .tflite file, a SavedModel directory) or the directory it lies
+    in. When `path` or its parent is missing while `<it>.being-replaced` holds an export (its
+    `export_report.json` or `pose_export.json`), `atomic_files.recover_directory` renames it
+    back. It does nothing else: a directory that exists, or a `.being-replaced` directory that is no
+    export, is never touched by a reader. Returns True when it repaired something.
+    """
+    from skelpose_tf.atomic_files import PREVIOUS_SUFFIX, recover_directory
+    from skelpose_tf.export import REPORT_FILE
+
+    path = os.path.normpath(os.fspath(path))
+    for final in (path, os.path.dirname(path)):
+        previous = final + PREVIOUS_SUFFIX
+        if final and not os.path.exists(final) and any(
+                os.path.isfile(os.path.join(previous, marker))
+                for marker in (REPORT_FILE, METADATA_FILE)):
+            return recover_directory(final)
+    return False
+
+
 def open_runner(artifact, num_threads=2, **keras_options):
     """A runner for a .tflite file, a SavedModel directory or a Keras network (runners pass).
+
+    A path whose export directory a kill left between the two renames of its swap is repaired
+    first (`recover_interrupted_export`).
 
     Args:
         artifact: a path, a `keras.Model` (`keras_options`: decoder, flip_test, top_n), or an
@@ -200,6 +225,7 @@ def open_runner(artifact, num_threads=2, **keras_options):
     if not isinstance(artifact, (str, os.PathLike)):
         return artifact
     path = os.fspath(artifact)
+    recover_interrupted_export(path)
     if os.path.isdir(path):
         return SavedModelRunner(path)
     if path.endswith(".tflite"):

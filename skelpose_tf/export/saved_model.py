@@ -55,6 +55,7 @@ import os
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from skelpose_tf.atomic_files import write_json_atomic
 from skelpose_tf.codec import DECODERS
 from skelpose_tf.inference import PosePredictor, codec_for_model
 from skelpose_tf.models.image_normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -343,11 +344,11 @@ def metadata_path(artifact_path) -> str:
 
 
 def write_metadata(artifact_path, metadata: dict) -> str:
-    """Write an artifact's JSON beside it (see `metadata_path`); returns the JSON's path."""
+    """Write an artifact's JSON beside it (see `metadata_path`), whole or not at all; returns
+    the JSON's path. The JSON names no directory (the model file by its base name only), so an
+    export directory can be written under a staging name and renamed."""
     path = metadata_path(artifact_path)
-    with open(path, "w") as file:
-        json.dump(metadata, file, indent=2)
-        file.write("\n")
+    write_json_atomic(path, metadata)
     return path
 
 

@@ -50,6 +50,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from skelpose_tf.atomic_files import atomic_write
 from skelpose_tf.export.saved_model import (SERVING_SIGNATURE, ServingGraph,
                                             write_serving_saved_model, write_metadata)
 
@@ -246,11 +247,11 @@ class TFLiteExporter:
 
     def export(self, path, quantization="float32", variant="keypoints", calibration_crops=None,
                batch_size=1) -> dict:
-        """Convert to `path` and write its JSON; see `export_tflite` for the arguments."""
+        """Convert to `path` and write its JSON (each file whole or not at all); see
+        `export_tflite` for the arguments."""
         model_content = convert(self.source(variant, batch_size), quantization,
                                 calibration_crops, int(batch_size))
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "wb") as file:
+        with atomic_write(path) as temporary, open(temporary, "wb") as file:  # creates the folder
             file.write(model_content)
         metadata = _describe(self._graph_for(variant), variant, quantization, int(batch_size))
         metadata.update(model_file=os.path.basename(path), size_bytes=len(model_content),

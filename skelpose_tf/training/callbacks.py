@@ -1,4 +1,4 @@
-"""Callbacks of a long training run: step-level backups, validation AP, pictures, NaN guard."""
+"""Callbacks of a long training run: step-level checkpoints, validation AP, pictures, NaN guard."""
 
 from __future__ import annotations
 
@@ -9,82 +9,37 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from skelpose_tf.atomic_files import atomic_write, keras_file_metadata, save_keras_atomic
 from skelpose_tf.drawing import draw_pose, heatmap_overlay, tile_images
 from skelpose_tf.models.skeletal_attention import body_attention_maps
 
-BACKUP_WEIGHTS = "backup.weights.h5"
-BACKUP_STATE = "backup_state.json"
+class RunCheckpoint(keras.callbacks.Callback):
+    """Writes the run's checkpoint (`RunState.save`) every `every_steps` optimizer steps and
+    after each epoch's end-of-epoch work.
 
-
-def _atomic_write_json(path, payload):
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(temporary, path)
-
-
-class StepBackup(keras.callbacks.Callback):
-    """Saves the trainer (weights and optimizer state) every `every_steps` optimizer steps.
-
-    Keras' BackupAndRestore restores only epoch starts; this backup records the optimizer step,
-    so a run killed with `kill -9` resumes (see `load_backup`) repeating at most the steps since
-    the last backup. Files are written to a temporary name and renamed, so a kill during the
-    write leaves the previous backup intact.
+    Place it last in the callback list: the epoch-end checkpoint then records that the epoch's
+    validation and `last.keras` are done (`epochs_closed`), so a resume neither repeats nor
+    skips them. A run killed with `kill -9` resumes repeating at most the steps since the last
+    checkpoint.
 
     Args:
-        directory: the run's backup directory.
-        every_steps: backup interval in optimizer steps (also at every epoch end).
-        state: a dict of extra state to store (e.g. the best validation AP); the callback keeps
-            a reference, so updates by other callbacks are saved too.
+        run_state: the run's `RunState`.
+        every_steps: checkpoint interval in optimizer steps.
     """
 
-    def __init__(self, directory, every_steps, state=None):
+    def __init__(self, run_state, every_steps):
         super().__init__()
         if every_steps <= 0:
             raise ValueError(f"every_steps must be positive. Received: every_steps={every_steps}")
-        self.directory = directory
+        self.run_state = run_state
         self.every_steps = int(every_steps)
-        self.state = {} if state is None else state
-        os.makedirs(directory, exist_ok=True)
-
-    def _save(self, epoch_finished=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        weights = os.path.join(self.directory, BACKUP_WEIGHTS)
-        self.model.save_weights(f"{weights}.tmp.weights.h5")
-        os.replace(f"{weights}.tmp.weights.h5", weights)
-        if epoch_finished is not None:
-            self.state["epochs_finished"] = epoch_finished
-        self.state["step"] = step
-        _atomic_write_json(os.path.join(self.directory, BACKUP_STATE), self.state)
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) % self.every_steps == 0:
-            self._save()
+        if self.run_state.step % self.every_steps == 0:
+            self.run_state.save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save(epoch_finished=epoch + 1)
-
-
-def load_backup(trainer, directory):
-    """Restore a `StepBackup`; returns its state dict (with `step`), or None if there is none.
-
-    The trainer must be compiled; its optimizer variables are built before loading.
-    """
-    state_path = os.path.join(directory, BACKUP_STATE)
-    weights_path = os.path.join(directory, BACKUP_WEIGHTS)
-    if not (os.path.exists(state_path) and os.path.exists(weights_path)):
-        return None
-    with open(state_path) as f:
-        state = json.load(f)
-    trainer.optimizer.build(trainer.trainable_variables)
-    trainer.load_weights(weights_path)
-    restored = int(trainer.optimizer.iterations.numpy())
-    if restored != state["step"]:
-        raise ValueError(
-            f"Backup in {directory} is inconsistent: state says step {state['step']} but the "
-            f"weights file holds optimizer step {restored}. Delete the directory to start over."
-        )
-    return state
+        self.run_state.save(epochs_closed=epoch + 1)
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -99,13 +54,18 @@ class NanGuard(keras.callbacks.Callback):
                 f"The training loss became {float(np.ravel(loss)[0])} at optimizer step {step}. "
                 "Typical causes: a learning rate too high for the batch size (try --lr smaller "
                 "or --warmup_steps), mixed_float16 without loss scaling on custom code, or "
-                "corrupt labels. The last backup before this step is intact; fix the cause and "
-                "rerun the same command to resume from it."
+                "corrupt labels. The last checkpoint before this step is intact; fix the cause "
+                "and rerun the same command to resume from it."
             )
 
 
 class ValidationCallback(keras.callbacks.Callback):
     """Runs the real evaluator every `every_epochs` epochs and keeps the best network.
+
+    Every file is written under a temporary name and renamed into place. `best.keras` carries
+    its own validation result inside the archive (`atomic_files.keras_file_metadata`), so the
+    best value survives a kill between writing it and the next checkpoint, and a resumed run
+    never replaces it by a worse model.
 
     Args:
         evaluate_fn: `evaluate_fn(network) -> dict` of metrics (e.g. {"AP": ..., ...}); it is
@@ -114,36 +74,52 @@ class ValidationCallback(keras.callbacks.Callback):
             `last.keras` (every epoch) and `validation.jsonl` (one line per evaluation) go here.
         every_epochs: evaluation interval in epochs (the last epoch is always evaluated).
         total_epochs: the run's number of epochs.
-        state: shared dict (saved by `StepBackup`) holding `best_<monitor>` across restarts.
+        progress: the checkpointed progress dict (`RunProgress.values`); this callback keeps
+            `best` ({"metric", "value", "epoch"}) and `validations` (list of dicts) in it.
         monitor: the metric that selects the best checkpoint (higher is better).
     """
 
-    def __init__(self, evaluate_fn, run_dir, every_epochs, total_epochs, state, monitor="AP"):
+    def __init__(self, evaluate_fn, run_dir, every_epochs, total_epochs, progress, monitor="AP"):
         super().__init__()
         self.evaluate_fn = evaluate_fn
         self.run_dir = run_dir
         self.every_epochs = max(1, int(every_epochs))
         self.total_epochs = int(total_epochs)
-        self.state = state
+        self.progress = progress
         self.monitor = monitor
+        saved = keras_file_metadata(os.path.join(run_dir, "best.keras"))
+        best = progress.get("best")
+        if saved and saved.get("metric") == monitor and (
+                best is None or saved["value"] > best["value"]):
+            progress["best"] = {k: saved[k] for k in ("metric", "value", "epoch")}
+
+    @property
+    def best_value(self):
+        best = self.progress.get("best")
+        return -np.inf if best is None else best["value"]
 
     def on_epoch_end(self, epoch, logs=None):
         network = self.model.network
-        network.save(os.path.join(self.run_dir, "last.keras"))
+        save_keras_atomic(network, os.path.join(self.run_dir, "last.keras"),
+                          {"epoch": epoch + 1})
         if (epoch + 1) % self.every_epochs and epoch + 1 != self.total_epochs:
             return
         metrics = self.evaluate_fn(network)
         if logs is not None:
             logs[f"val_{self.monitor}"] = metrics[self.monitor]
-        best_key = f"best_{self.monitor}"
-        value = metrics[self.monitor]
-        improved = value > self.state.get(best_key, -np.inf)
+        value = float(metrics[self.monitor])
+        improved = value > self.best_value
         if improved:
-            self.state[best_key] = value
-            self.state["best_epoch"] = epoch + 1
-            network.save(os.path.join(self.run_dir, "best.keras"))
-        with open(os.path.join(self.run_dir, "validation.jsonl"), "a") as f:
-            f.write(json.dumps({"epoch": epoch + 1, **metrics}) + "\n")
+            best = {"metric": self.monitor, "value": value, "epoch": epoch + 1}
+            save_keras_atomic(network, os.path.join(self.run_dir, "best.keras"),
+                              {**best, "metrics": metrics})
+            self.progress["best"] = best
+        validations = [v for v in self.progress.get("validations", []) if v["epoch"] != epoch + 1]
+        self.progress["validations"] = validations + [{"epoch": epoch + 1, **metrics}]
+        with atomic_write(os.path.join(self.run_dir, "validation.jsonl")) as temporary:
+            with open(temporary, "w") as file:
+                file.writelines(json.dumps(v, default=float) + "\n"
+                                for v in self.progress["validations"])
         print(f"validation after epoch {epoch + 1}: {self.monitor} {value:.4f}"
               f"{' (best so far, saved best.keras)' if improved else ''}", flush=True)
 
@@ -227,4 +203,5 @@ class ImageLogger(keras.callbacks.Callback):
         if self.png_dir:
             os.makedirs(self.png_dir, exist_ok=True)
             for name, panel in panels.items():
-                cv2.imwrite(os.path.join(self.png_dir, f"{name}.png"), panel[..., ::-1])
+                with atomic_write(os.path.join(self.png_dir, f"{name}.png")) as temporary:
+                    cv2.imwrite(temporary, panel[..., ::-1])

@@ -39,7 +39,9 @@ class TrainConfig:
         scale_lr (linear scaling: lr * global_batch / base_batch_size), weight_decay
         (decoupled, Keras AdamW-style; 0 reproduces the official code, which ignores its 1e-4).
     Augmentation: rotation_factor, scale_factor, flip_prob, half_body_prob.
-    Run: run_dir, precision, jit_compile, strategy, cpu_replicas, seed, backup_every_steps,
+    Run: run_dir, precision, jit_compile, strategy, cpu_replicas, seed, deterministic_data
+        (batches in a fixed order: reproducible to the bit, a little slower), backup_every_steps
+        (checkpoint interval in optimizer steps),
         val_every_epochs, val_max_people (validation subset during training; 0 = all),
         image_every_epochs, decoder, flip_test, export (after training), export_quantizations,
         verbose.
@@ -86,6 +88,7 @@ class TrainConfig:
     strategy: str = "default"
     cpu_replicas: int = 0
     seed: int = 0
+    deterministic_data: bool = False
     backup_every_steps: int = 200
     val_every_epochs: int = 10
     val_max_people: int = 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -11,20 +10,24 @@ import time
 import keras
 import tensorflow as tf
 
+from skelpose_tf.atomic_files import atomic_write, remove_stale_partials, write_json_atomic
 from skelpose_tf.data.augment import AugmentConfig
 from skelpose_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from skelpose_tf.data.records import SkipReport
 from skelpose_tf.inference import codec_for_model
 from skelpose_tf.keypoints import get_keypoint_set
+from skelpose_tf.model_loading import load_pose_model
 from skelpose_tf.models.pose_model import build_pose_model
 from skelpose_tf.training import callbacks as cb
 from skelpose_tf.training.config import TrainConfig
-from skelpose_tf.training.distribution import make_strategy
+from skelpose_tf.training.distribution import (barrier, make_strategy, worker_directory,
+                                               worker_role)
 from skelpose_tf.training.optimizers import FusedAdam
+from skelpose_tf.training.run_state import (CHECKPOINT_DIR, RunState, RunStateError,
+                                            existing_results, model_fingerprint)
 from skelpose_tf.training.schedules import WarmupSchedule
 from skelpose_tf.training.trainer import PoseTrainer
 
-BACKUP_DIR = "backup"
 
 
 def resolve_precision(precision):
@@ -138,6 +141,7 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
 
     Call inside the strategy's scope.
     """
+    keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
     topology = {}
     if config.tiny_topology:
         topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1)
@@ -165,11 +169,42 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
     return network, codec, trainer, lr
 
 
-def train(config: TrainConfig, out=sys.stdout):
-    """Train (or resume) a run; returns the summary dict also written to `summary.json`."""
+def train(config: TrainConfig, out=sys.stdout, *, restart=False, flags_text=None):
+    """Train a run, or resume it from its newest intact checkpoint; returns the summary dict
+    also written to `summary.json`.
+
+    Args:
+        config: the run's settings.
+        out: stream for the progress lines.
+        restart: move an existing run directory aside (`<run_dir>.replaced-<time>`) and start
+            from step 0 instead of resuming. Without it, a run directory that holds results
+            but no intact checkpoint is an error (`RunStateError`), never a silent fresh start.
+        flags_text: the run's flags, written to `<run_dir>/flags.cfg` by the chief.
+
+    Multi-worker runs (`strategy="multi_worker"`): every worker calls `train` with the same
+    config; only the chief writes `run_dir` (which must be on storage all workers see, since
+    every worker restores the chief's checkpoints); the others write a temporary directory.
+    """
     started = time.time()
-    os.makedirs(config.run_dir, exist_ok=True)
     strategy = make_strategy(config.strategy, config.cpu_replicas)
+    role = worker_role(strategy)
+    if restart and role.is_chief:
+        _move_run_aside(config.run_dir, out)
+    with worker_directory(config.run_dir, role) as out_dir:
+        if role.is_chief:
+            os.makedirs(config.run_dir, exist_ok=True)
+        return _train(config, strategy, role, out_dir, restart, flags_text, started, out)
+
+
+def _move_run_aside(run_dir, out):
+    if not os.path.isdir(run_dir) or not os.listdir(run_dir):
+        return
+    aside = f"{os.path.normpath(run_dir)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(run_dir, aside)
+    print(f"run: --restart: moved the previous run to {aside}", file=out, flush=True)
+
+
+def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
     policy = resolve_precision(config.precision)
     keypoint_set = get_keypoint_set(config.keypoint_set)
     data = TrainingData(config, keypoint_set, out)
@@ -181,42 +216,75 @@ def train(config: TrainConfig, out=sys.stdout):
     with strategy.scope():
         network, codec, trainer, lr = build_trainer(config, keypoint_set, steps_per_epoch,
                                                     global_batch, policy, out)
-
-    backup_dir = os.path.join(config.run_dir, BACKUP_DIR)
-    state = cb.load_backup(trainer, backup_dir) or {}
-    start_step = int(state.get("step", 0))
+    run_state = RunState(trainer, os.path.join(out_dir, CHECKPOINT_DIR), out=out)
+    resumed = False
+    if role.is_chief:
+        resumed = run_state.restore(model_fingerprint(network))
+    elif not restart:
+        # Every worker restores the chief's checkpoint (shared storage), then saves its own.
+        reader = RunState(trainer, os.path.join(config.run_dir, CHECKPOINT_DIR), out=out)
+        resumed = reader.restore(model_fingerprint(network), read_only=True)
+        run_state.progress.values = reader.progress.values
+    if not resumed:
+        run_state.progress.values = {"fingerprint": model_fingerprint(network),
+                                     "epochs_closed": 0}
+        found = existing_results(config.run_dir) if role.is_chief else []
+        if found:
+            raise RunStateError(
+                f"{config.run_dir} holds results of an earlier run ({', '.join(found)}) but "
+                f"no checkpoint to resume from. Pass --restart to move them aside and start "
+                "over, or choose another --run_dir.")
+    if role.is_chief:
+        for directory in (config.run_dir, os.path.join(config.run_dir, "pictures")):
+            for name in remove_stale_partials(directory):
+                print(f"run: removed {os.path.join(directory, name)}, left by a killed run",
+                      file=out, flush=True)
+    if role.is_chief and flags_text is not None:
+        # Only now: flags that do not match the checkpoint must not replace the run's own.
+        with atomic_write(os.path.join(config.run_dir, "flags.cfg")) as temporary:
+            with open(temporary, "w") as file:
+                file.write(flags_text)
+    progress = run_state.progress.values
+    start_step = run_state.step
     print(f"run: {config.run_dir} | {network.name} {config.input_size[0]}x{config.input_size[1]}"
           f" skeletal attention {'on' if config.skeletal_attention else 'off'} | {policy} | "
-          f"strategy {config.strategy} ({replicas} replicas) | global batch {global_batch}, "
+          f"strategy {config.strategy} ({replicas} replicas"
+          + (f", {role}" if role.num_workers > 1 else "") + f") | global batch {global_batch}, "
           f"lr {lr:g}, {steps_per_epoch} steps/epoch x {config.epochs} epochs"
-          + (f" | resuming at step {start_step}" if start_step else ""), file=out, flush=True)
+          + (f" | resuming at step {start_step}" if resumed else ""), file=out, flush=True)
 
-    train_dataset = make_train_dataset(
-        data.train_input, keypoint_set, config.input_size, global_batch,
-        AugmentConfig(scale_factor=config.scale_factor, rotation_factor=config.rotation_factor,
-                      flip_prob=config.flip_prob, half_body_prob=config.half_body_prob),
-        seed=config.seed + start_step, report=data.report)
-    if config.strategy == "multi_worker":
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_dataset = train_dataset.with_options(options)
+    progress["data_seed"] = config.seed + start_step
+    train_dataset = _train_dataset(config, data, keypoint_set, strategy, global_batch,
+                                   progress["data_seed"])
+    val_images = _picture_crops(data, keypoint_set, config.input_size)
+    epoch_end = [cb.RunCheckpoint(run_state, config.backup_every_steps)]
+    if role.is_chief:
+        epoch_end[:0] = [
+            cb.ValidationCallback(
+                lambda net: headline_metrics(evaluate(
+                    net, data.val_source, config, os.path.join(out_dir, "validation"),
+                    max_people=config.val_max_people)),
+                out_dir, config.val_every_epochs, config.epochs, progress, monitor=monitor),
+            cb.ImageLogger(os.path.join(out_dir, "tensorboard"), val_images, codec,
+                           config.image_every_epochs, png_dir=os.path.join(out_dir, "pictures")),
+        ]
+    callbacks = [cb.NanGuard(), *epoch_end[:-1]]
+    if role.is_chief:
+        callbacks += [keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
+                      keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"),
+                                                append=True)]
+    callbacks.append(epoch_end[-1])  # the checkpoint last: it records the epoch's work as done
 
-    val_images = next(iter(make_eval_dataset(data.val_records[:4], keypoint_set,
-                                             config.input_size, 4)))[0]
-    callbacks = [
-        cb.NanGuard(),
-        cb.ValidationCallback(
-            lambda net: headline_metrics(evaluate(
-                net, data.val_source, config, os.path.join(config.run_dir, "validation"),
-                max_people=config.val_max_people)),
-            config.run_dir, config.val_every_epochs, config.epochs, state, monitor=monitor),
-        cb.ImageLogger(os.path.join(config.run_dir, "tensorboard"), val_images, codec,
-                       config.image_every_epochs, png_dir=os.path.join(config.run_dir, "pictures")),
-        keras.callbacks.TensorBoard(os.path.join(config.run_dir, "tensorboard")),
-        cb.StepBackup(backup_dir, config.backup_every_steps, state),
-        keras.callbacks.CSVLogger(os.path.join(config.run_dir, "history.csv"), append=True),
-    ]
     epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
+    # Epochs whose steps all ran but whose end-of-epoch work (validation, last.keras) did not
+    # (a kill between the last step's checkpoint and the epoch's): do that work now.
+    closed = int(progress.get("epochs_closed", 0))
+    if closed < min(epoch, config.epochs):
+        pending = keras.callbacks.CallbackList(epoch_end, model=trainer)
+        for unfinished in range(closed, min(epoch, config.epochs)):
+            print(f"run: finishing epoch {unfinished + 1} (its validation was interrupted)",
+                  file=out, flush=True)
+            pending.on_epoch_end(unfinished, {})
     if epoch < config.epochs and done_in_epoch:
         trainer.fit(train_dataset, initial_epoch=epoch, epochs=epoch + 1,
                     steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=callbacks,
@@ -227,18 +295,51 @@ def train(config: TrainConfig, out=sys.stdout):
                     steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=config.verbose,
                     shuffle=False)
     train_seconds = time.time() - started
-    evaluations = final_evaluation(config, data, network, out)
-    summary = {f"{monitor} ({source.replace('_', ' ')})": result[monitor]
-               for source, result in evaluations.items()}
+    summary = {"run_dir": config.run_dir, "steps": run_state.step,
+               "train_seconds": round(train_seconds, 1), "worker": str(role)}
+    if not role.is_chief:
+        barrier(strategy)  # wait for the chief's evaluation and export, then leave together
+        return summary  # evaluation, export and the summary are the chief's
+    evaluations = final_evaluation(config, data, out)
+    summary.update({f"{monitor} ({source.replace('_', ' ')})": result[monitor]
+                    for source, result in evaluations.items()})
     summary.update(evaluations)
     if config.export:
         summary["export"] = export_best(config, data, out)
-    summary.update(run_dir=config.run_dir, steps=int(trainer.optimizer.iterations.numpy()),
-                   train_seconds=round(train_seconds, 1), skipped=data.report.summary(),
-                   best_epoch=state.get("best_epoch"), total_seconds=round(time.time() - started, 1))
-    with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, default=str)
+    summary.update(skipped=data.report.summary(), best_epoch=(progress.get("best") or {}).get(
+        "epoch"), total_seconds=round(time.time() - started, 1))
+    write_json_atomic(os.path.join(config.run_dir, "summary.json"), summary)
+    barrier(strategy)
     return summary
+
+
+def _train_dataset(config, data, keypoint_set, strategy, global_batch, seed):
+    """The training dataset; under multi-worker, each worker builds only its share
+    (`distribute_datasets_from_function`: a slice of every global batch, or whole TFRecord
+    files)."""
+    augment = AugmentConfig(scale_factor=config.scale_factor,
+                            rotation_factor=config.rotation_factor, flip_prob=config.flip_prob,
+                            half_body_prob=config.half_body_prob)
+
+    def dataset_fn(context=None):
+        batch = global_batch if context is None else context.get_per_replica_batch_size(
+            global_batch) * context.num_replicas_in_sync // context.num_input_pipelines
+        return make_train_dataset(data.train_input, keypoint_set, config.input_size, batch,
+                                  augment, seed=seed, shard=context, report=data.report,
+                                  deterministic=config.deterministic_data)
+
+    if config.strategy == "multi_worker":
+        return strategy.distribute_datasets_from_function(dataset_fn)
+    return dataset_fn()
+
+
+def _picture_crops(data, keypoint_set, input_size, count=4):
+    """The first `count` readable validation crops (uint8 [count, H, W, 3]) for pictures."""
+    dataset = make_eval_dataset(data.val_records, keypoint_set, input_size, count)
+    for images, _ in dataset.take(1):
+        return images
+    raise ValueError("None of the validation images could be read; see the skipped-image "
+                     "lines above.")
 
 
 def export_best(config, data, out, num_calibration=200, num_verification=64):
@@ -250,7 +351,7 @@ def export_best(config, data, out, num_calibration=200, num_verification=64):
     """
     from skelpose_tf import export
 
-    network = keras.saving.load_model(os.path.join(config.run_dir, "best.keras"), safe_mode=True)
+    network, _ = load_pose_model(os.path.join(config.run_dir, "best.keras"))
     export_dir = os.path.join(config.run_dir, "export")
     print(f"export: writing and verifying the SavedModel and TFLite models in {export_dir}",
           file=out, flush=True)
@@ -269,11 +370,15 @@ def export_best(config, data, out, num_calibration=200, num_verification=64):
     return result
 
 
-def final_evaluation(config, data, network, out):
+def final_evaluation(config, data, out):
     """Evaluate the best checkpoint on the whole validation set (both box sources if known)."""
-    best_path = os.path.join(config.run_dir, "best.keras")
-    if os.path.exists(best_path):
-        network = keras.saving.load_model(best_path, safe_mode=True)
+    best = os.path.join(config.run_dir, "best.keras")
+    last = os.path.join(config.run_dir, "last.keras")
+    if not os.path.exists(best) and os.path.exists(last):
+        print(f"evaluation: {best} was never written (no validation improved on -inf); "
+              f"evaluating {last}", file=out, flush=True)
+        best = last
+    network, _ = load_pose_model(best)
     summary = {}
     for name, source in (("ground_truth_boxes", data.val_source),
                          ("detector_boxes", data.det_source)):

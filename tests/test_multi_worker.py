@@ -1,0 +1,186 @@
+"""`train.py --strategy=multi_worker` end to end: two processes on 127.0.0.1, a tiny model.
+
+The cluster comes from TF_CONFIG (first test) or from Slurm's environment as `srun` sets it
+(second test), exactly as the README's multi-worker commands do.
+"""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from skelpose_tf.model_loading import load_pose_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    from skelpose_tf.data.synthetic import generate_dataset
+
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    generate_dataset(root, 24, 6, seed=0, image_size=(160, 120))
+    return root
+
+
+def train_command(run_dir, data_dir, epochs, steps, batch_size, *extra):
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--flagfile=configs/demo.cfg",
+            f"--run_dir={run_dir}", f"--data_dir={data_dir}", "--width=8", "--input_size=64x64",
+            f"--epochs={epochs}", f"--steps_per_epoch={steps}", f"--batch_size={batch_size}",
+            "--backup_every_steps=1", "--val_every_epochs=1", "--val_max_people=8",
+            "--export=false", "--verbose=2", "--mixed_precision=float32",
+            "--deterministic_data", *extra]
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def tf_config_environments(count, tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
+    return [worker_environment(tmp_path, index, TF_CONFIG=json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        for index in range(count)]
+
+
+def slurm_environments(count, tmp_path):
+    """What `srun --ntasks=COUNT` on one node sets (the resolver reads only these)."""
+    port_base = free_consecutive_ports(count)
+    return [worker_environment(tmp_path, index, SLURM_PROCID=str(index),
+                               SLURM_STEP_NUM_TASKS=str(count), SLURM_STEP_NODELIST="localhost",
+                               SLURM_STEP_TASKS_PER_NODE=str(count),
+                               SKELPOSE_SLURM_PORT_BASE=str(port_base))
+            for index in range(count)]
+
+
+def free_consecutive_ports(count):
+    for _ in range(50):
+        base = free_ports(1)[0]
+        try:
+            sockets = []
+            for port in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", port))
+                sockets.append(s)
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError("no free consecutive ports")
+
+
+def worker_environment(tmp_path, index, **variables):
+    """The environment of worker `index`: its own TMPDIR, to see what it leaves behind."""
+    temporary = tmp_path / f"tmp{index}"
+    temporary.mkdir(exist_ok=True)
+    environment = {k: v for k, v in os.environ.items()
+                   if k != "TF_CONFIG" and not k.startswith("SLURM_")}
+    return {**environment, "TMPDIR": str(temporary), **variables}
+
+
+def start_workers(command, environments):
+    return [subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+            for environment in environments]
+
+
+def finish(processes, timeout=600):
+    outputs = [process.communicate(timeout=timeout)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-4000:]
+    return outputs
+
+
+def history_losses(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as file:
+        return np.array([[float(row[name]) for name in ("loss", "keypoint_loss",
+                                                        "skeletal_loss")]
+                         for row in csv.DictReader(file)])
+
+
+def files_under(directory):
+    return sorted(os.path.relpath(os.path.join(root, name), directory)
+                  for root, _, names in os.walk(directory) for name in names)
+
+
+def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path, synthetic_dir):
+    multi_dir, single_dir = str(tmp_path / "multi"), str(tmp_path / "single")
+    # Global batch 4: two workers of 2, against one process of 4 in two micro-batches of 2, so
+    # that BatchNorm normalises the same halves in both runs.
+    workers = start_workers(
+        train_command(multi_dir, synthetic_dir, 2, 3, 2, "--strategy=multi_worker"),
+        tf_config_environments(2, tmp_path))
+    chief_output, worker_output = finish(workers)
+    single = subprocess.run(train_command(single_dir, synthetic_dir, 2, 3, 4, "--micro_batches=2"),
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+
+    assert "worker 0 of 2 (chief)" in chief_output and "worker 1 of 2" in worker_output
+    # Losses and trained weights equal the one-process run (BatchNorm moving statistics aside:
+    # they are updated per replica, not once per global batch).
+    np.testing.assert_allclose(history_losses(multi_dir), history_losses(single_dir), rtol=1e-4)
+    multi_model, _ = load_pose_model(os.path.join(multi_dir, "last.keras"))
+    single_model, _ = load_pose_model(os.path.join(single_dir, "last.keras"))
+    for a, b in zip(multi_model.trainable_weights, single_model.trainable_weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-3, atol=1e-5, err_msg=a.path)
+    assert json.load(open(os.path.join(multi_dir, "summary.json")))["steps"] == 6
+
+    # Only the chief wrote: the run directory holds what a one-process run writes, no second
+    # set of TensorBoard events, and the other worker left nothing in its temporary directory.
+    def names(directory):
+        return {name.split(".")[0] if name.startswith("tensorboard") else name
+                for name in files_under(directory)}
+    assert names(multi_dir) == names(single_dir)
+    events = [name for name in files_under(multi_dir) if "tfevents" in name]
+    assert len(events) == len(
+        [name for name in files_under(single_dir) if "tfevents" in name])
+    assert files_under(str(tmp_path / "tmp1")) == []
+    assert "validation after epoch" in chief_output
+    assert "validation after epoch" not in worker_output
+
+
+def test_a_dead_worker_stops_the_other_and_both_resume(tmp_path, synthetic_dir):
+    """Kill worker 1 mid-run: worker 0 stops with a clear message in bounded time; rerunning
+    the same command on both (here under Slurm's environment) resumes."""
+    run_dir = str(tmp_path / "run")
+    command = train_command(run_dir, synthetic_dir, 3, 4, 2, "--strategy=multi_worker")
+    environments = slurm_environments(2, tmp_path)
+    chief, worker = start_workers(command, environments)
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    deadline = time.time() + 600
+    while time.time() < deadline and chief.poll() is None:
+        if len([n for n in os.listdir(checkpoints) if n.endswith(".index")]
+               if os.path.isdir(checkpoints) else []) >= 3:
+            break
+        time.sleep(0.1)
+    assert chief.poll() is None, chief.communicate()[0][-3000:]
+    os.kill(worker.pid, signal.SIGKILL)
+    killed_at = time.time()
+    worker.communicate()
+    output = chief.communicate(timeout=120)[0]
+    assert chief.returncode != 0
+    assert time.time() - killed_at < 60
+    assert "lost contact with another worker" in output and "rerun the same command" in output
+    assert "Traceback" not in output
+
+    chief, worker = start_workers(command, environments)
+    chief_output, worker_output = finish([chief, worker])
+    assert "resuming at step" in chief_output and "resuming at step" in worker_output
+    assert json.load(open(os.path.join(run_dir, "summary.json")))["steps"] == 12
+    assert [json.loads(line)["epoch"]
+            for line in open(os.path.join(run_dir, "validation.jsonl"))] == [1, 2, 3]
