@@ -73,7 +73,7 @@ def main(argv):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as root:
-        paths = generate_dataset(root, _IMAGES.value, 2, seed=0)
+        paths = generate_dataset(root, _IMAGES.value, 2, seed=0, image_size=(640, 480))
         records = coco.read_coco_keypoints(paths.train_annotations, paths.train_images, COCO,
                                            INPUT_SIZE)
         shards = os.path.join(root, "shards")

@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from cluster_fixtures import free_consecutive_ports, free_ports
 from skelpose_tf.model_loading import load_pose_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,16 +39,6 @@ def train_command(run_dir, data_dir, epochs, steps, batch_size, *extra):
             "--deterministic_data", *extra]
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def tf_config_environments(count, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
     return [worker_environment(tmp_path, index, TF_CONFIG=json.dumps(
@@ -64,24 +54,6 @@ def slurm_environments(count, tmp_path):
                                SLURM_STEP_TASKS_PER_NODE=str(count),
                                SKELPOSE_SLURM_PORT_BASE=str(port_base))
             for index in range(count)]
-
-
-def free_consecutive_ports(count):
-    for _ in range(50):
-        base = free_ports(1)[0]
-        try:
-            sockets = []
-            for port in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", port))
-                sockets.append(s)
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-        return base
-    raise RuntimeError("no free consecutive ports")
 
 
 def worker_environment(tmp_path, index, **variables):
@@ -177,6 +149,19 @@ def test_a_dead_worker_stops_the_other_and_both_resume(tmp_path, synthetic_dir):
     assert time.time() - killed_at < 60
     assert "lost contact with another worker" in output and "rerun the same command" in output
     assert "Traceback" not in output
+
+    # A worker that cannot see the chief's run directory (no shared storage) is refused by
+    # both, in one line, before any step.
+    elsewhere = [a if not a.startswith("--run_dir=") else f"--run_dir={tmp_path / 'elsewhere'}"
+                 for a in command]
+    processes = [subprocess.Popen(c, cwd=ROOT, env=e, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+                 for c, e in zip((command, elsewhere), environments)]
+    for process in processes:
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode != 0 and "The workers restored different steps" in output
+        assert "Traceback" not in output
+    assert not (tmp_path / "elsewhere").exists()
 
     chief, worker = start_workers(command, environments)
     chief_output, worker_output = finish([chief, worker])

@@ -217,3 +217,18 @@ def test_best_keras_is_never_replaced_by_a_worse_model(tmp_path):
     lines = [json.loads(line) for line in open(os.path.join(run_dir, "validation.jsonl"))]
     assert lines == [{"epoch": 1, "AP": 0.5}, {"epoch": 2, "AP": 0.6}]
     assert load_pose_model(os.path.join(run_dir, "best.keras"))[0].name == network.name
+
+
+def test_truncated_keras_file_is_reported_as_corrupt_not_missing(tmp_path):
+    from skelpose_tf.atomic_files import DamagedFileError, save_keras_atomic
+
+    path = str(tmp_path / "best.keras")
+    save_keras_atomic(tiny_pose_model(), path)
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(DamagedFileError, match="corrupt") as error:
+        load_pose_model(path)
+    assert path in str(error.value) and "not exist" not in str(error.value)
+    # The run directory form (what evaluate.py / export_tflite.py take) says the same.
+    with pytest.raises(DamagedFileError, match="corrupt"):
+        load_pose_model(str(tmp_path))

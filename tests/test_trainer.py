@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,6 +12,7 @@ import tensorflow as tf
 
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.losses import pose_loss
+from cluster_fixtures import free_ports
 from tiny_models import tiny_pose_model
 from skelpose_tf.training.schedules import WarmupSchedule
 from skelpose_tf.training.trainer import PoseTrainer
@@ -140,16 +140,6 @@ def _run_replica_script(strategy, out, optimizer="sgd", micro_batches=1):
     return np.load(out)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_mirrored_two_cpu_replicas_match_one_device(tmp_path):
     single = _run_replica_script("default", str(tmp_path / "single.npz"))
     mirrored = _run_replica_script("mirrored", str(tmp_path / "mirrored.npz"))
@@ -178,7 +168,7 @@ def test_fused_adam_equals_keras_adam_under_mirrored_strategy(tmp_path):
 
 def test_multi_worker_two_processes_match_one_device(tmp_path):
     single = _run_replica_script("default", str(tmp_path / "single.npz"))
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     out = str(tmp_path / "multi.npz")
     processes = [
         subprocess.Popen(

@@ -102,6 +102,22 @@ def barrier(strategy):
             tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.ones([])), axis=None))()
 
 
+def same_on_all_workers(strategy, value) -> bool:
+    """Whether every worker of a multi-worker run passes the same number `value`.
+
+    Every worker gets the same answer (from the sum and the sum of squares over all replicas:
+    n * sum(x^2) == sum(x)^2 exactly when all x are equal). True outside multi-worker runs.
+    """
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    if in_multi_worker_mode is None or not in_multi_worker_mode():
+        return True
+    x = tf.constant([float(value), float(value) ** 2], tf.float64)
+    total = tf.function(lambda: strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(x)), axis=None))()
+    total = total.numpy()
+    return bool(strategy.num_replicas_in_sync * total[1] == total[0] ** 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class WorkerRole:
     """This process's place in the run.

@@ -20,8 +20,8 @@ from skelpose_tf.model_loading import load_pose_model
 from skelpose_tf.models.pose_model import build_pose_model
 from skelpose_tf.training import callbacks as cb
 from skelpose_tf.training.config import TrainConfig
-from skelpose_tf.training.distribution import (barrier, make_strategy, worker_directory,
-                                               worker_role)
+from skelpose_tf.training.distribution import (barrier, make_strategy, same_on_all_workers,
+                                               worker_directory, worker_role)
 from skelpose_tf.training.optimizers import FusedAdam
 from skelpose_tf.training.run_state import (CHECKPOINT_DIR, RunState, RunStateError,
                                             existing_results, model_fingerprint)
@@ -225,6 +225,11 @@ def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
         reader = RunState(trainer, os.path.join(config.run_dir, CHECKPOINT_DIR), out=out)
         resumed = reader.restore(model_fingerprint(network), read_only=True)
         run_state.progress.values = reader.progress.values
+    if not same_on_all_workers(strategy, run_state.step):
+        raise RunStateError(
+            f"The workers restored different steps (this one: {run_state.step}). Every worker "
+            f"must read the chief's checkpoints: put --run_dir={config.run_dir} on storage that "
+            "all machines see (NFS, a cloud bucket) and rerun the same command on every worker.")
     if not resumed:
         run_state.progress.values = {"fingerprint": model_fingerprint(network),
                                      "epochs_closed": 0}
