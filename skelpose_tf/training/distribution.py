@@ -89,6 +89,12 @@ class _CpuSlurmClusterResolver(tf.distribute.cluster_resolver.SlurmClusterResolv
         return {"GPU": 0}
 
 
+def _in_multi_worker_mode(strategy) -> bool:
+    """Whether `strategy` spans several processes (no public API says so)."""
+    check = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return bool(check is not None and check())
+
+
 def barrier(strategy):
     """Wait until every worker of a multi-worker run reaches this point (one tiny all-reduce).
 
@@ -96,8 +102,7 @@ def barrier(strategy):
     evaluation and export instead of exiting (which the chief's coordination service would
     report as a lost worker).
     """
-    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    if in_multi_worker_mode is not None and in_multi_worker_mode():
+    if _in_multi_worker_mode(strategy):
         tf.function(lambda: strategy.reduce(
             tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.ones([])), axis=None))()
 
@@ -108,8 +113,7 @@ def same_on_all_workers(strategy, value) -> bool:
     Every worker gets the same answer (from the sum and the sum of squares over all replicas:
     n * sum(x^2) == sum(x)^2 exactly when all x are equal). True outside multi-worker runs.
     """
-    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    if in_multi_worker_mode is None or not in_multi_worker_mode():
+    if not _in_multi_worker_mode(strategy):
         return True
     x = tf.constant([float(value), float(value) ** 2], tf.float64)
     total = tf.function(lambda: strategy.reduce(

@@ -204,6 +204,83 @@ def _move_run_aside(run_dir, out):
     print(f"run: --restart: moved the previous run to {aside}", file=out, flush=True)
 
 
+def _restore_or_start(config, strategy, role, trainer, out_dir, restart, out):
+    """The run's `RunState`, restored from the newest intact checkpoint, and whether it was.
+
+    The chief restores (and repairs) `<run_dir>/checkpoints`; the other workers only read it
+    and save into `out_dir`. Raises `RunStateError` when the workers restored different steps
+    or when the run directory holds results but no checkpoint (without `restart`).
+    """
+    fingerprint = model_fingerprint(trainer.network)
+    run_state = RunState(trainer, os.path.join(out_dir, CHECKPOINT_DIR), out=out)
+    resumed = False
+    if role.is_chief:
+        resumed = run_state.restore(fingerprint)
+    elif not restart:
+        reader = RunState(trainer, os.path.join(config.run_dir, CHECKPOINT_DIR), out=out)
+        resumed = reader.restore(fingerprint, read_only=True)
+        run_state.progress.values = reader.progress.values
+    if not same_on_all_workers(strategy, run_state.step):
+        raise RunStateError(
+            f"The workers restored different steps (this one: {run_state.step}). Every worker "
+            f"must read the chief's checkpoints: put --run_dir={config.run_dir} on storage that "
+            "all machines see (NFS, a cloud bucket) and rerun the same command on every worker.")
+    if not resumed:
+        run_state.progress.values = {"fingerprint": fingerprint, "epochs_closed": 0}
+        found = existing_results(config.run_dir) if role.is_chief else []
+        if found:
+            raise RunStateError(
+                f"{config.run_dir} holds results of an earlier run ({', '.join(found)}) but "
+                f"no checkpoint to resume from. Pass --restart to move them aside and start "
+                "over, or choose another --run_dir.")
+    return run_state, resumed
+
+
+def _tidy_run_dir(run_dir, flags_text, out):
+    """Remove what killed writers left behind; write `flags.cfg` (only once the checkpoint
+    is known to match the flags, so wrong flags never replace the run's own)."""
+    for directory in (run_dir, os.path.join(run_dir, "pictures")):
+        for name in remove_stale_partials(directory):
+            print(f"run: removed {os.path.join(directory, name)}, left by a killed run",
+                  file=out, flush=True)
+    if flags_text is not None:
+        with atomic_write(os.path.join(run_dir, "flags.cfg")) as temporary:
+            with open(temporary, "w") as file:
+                file.write(flags_text)
+
+
+def _epoch_end_callbacks(config, role, run_state, data, keypoint_set, codec, out_dir, monitor):
+    """The callbacks with end-of-epoch work, the checkpoint last: validation and pictures on
+    the chief, then `RunCheckpoint` on every worker."""
+    checkpoint = cb.RunCheckpoint(run_state, config.backup_every_steps)
+    if not role.is_chief:
+        return [checkpoint]
+    validation = cb.ValidationCallback(
+        lambda net: headline_metrics(evaluate(
+            net, data.val_source, config, os.path.join(out_dir, "validation"),
+            max_people=config.val_max_people)),
+        out_dir, config.val_every_epochs, config.epochs, run_state.progress.values,
+        monitor=monitor)
+    pictures = cb.ImageLogger(
+        os.path.join(out_dir, "tensorboard"), _picture_crops(data, keypoint_set,
+                                                             config.input_size),
+        codec, config.image_every_epochs, png_dir=os.path.join(out_dir, "pictures"))
+    return [validation, pictures, checkpoint]
+
+
+def _close_pending_epochs(epoch_end, trainer, closed, finished, out):
+    """Run the end-of-epoch work of epochs `closed .. finished - 1`: their steps all ran, but
+    a kill came before their validation and `last.keras` (between the last step's checkpoint
+    and the epoch's)."""
+    if closed >= finished:
+        return
+    pending = keras.callbacks.CallbackList(epoch_end, model=trainer)
+    for epoch in range(closed, finished):
+        print(f"run: finishing epoch {epoch + 1} (its validation was interrupted)", file=out,
+              flush=True)
+        pending.on_epoch_end(epoch, {})
+
+
 def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
     policy = resolve_precision(config.precision)
     keypoint_set = get_keypoint_set(config.keypoint_set)
@@ -216,39 +293,9 @@ def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
     with strategy.scope():
         network, codec, trainer, lr = build_trainer(config, keypoint_set, steps_per_epoch,
                                                     global_batch, policy, out)
-    run_state = RunState(trainer, os.path.join(out_dir, CHECKPOINT_DIR), out=out)
-    resumed = False
+    run_state, resumed = _restore_or_start(config, strategy, role, trainer, out_dir, restart, out)
     if role.is_chief:
-        resumed = run_state.restore(model_fingerprint(network))
-    elif not restart:
-        # Every worker restores the chief's checkpoint (shared storage), then saves its own.
-        reader = RunState(trainer, os.path.join(config.run_dir, CHECKPOINT_DIR), out=out)
-        resumed = reader.restore(model_fingerprint(network), read_only=True)
-        run_state.progress.values = reader.progress.values
-    if not same_on_all_workers(strategy, run_state.step):
-        raise RunStateError(
-            f"The workers restored different steps (this one: {run_state.step}). Every worker "
-            f"must read the chief's checkpoints: put --run_dir={config.run_dir} on storage that "
-            "all machines see (NFS, a cloud bucket) and rerun the same command on every worker.")
-    if not resumed:
-        run_state.progress.values = {"fingerprint": model_fingerprint(network),
-                                     "epochs_closed": 0}
-        found = existing_results(config.run_dir) if role.is_chief else []
-        if found:
-            raise RunStateError(
-                f"{config.run_dir} holds results of an earlier run ({', '.join(found)}) but "
-                f"no checkpoint to resume from. Pass --restart to move them aside and start "
-                "over, or choose another --run_dir.")
-    if role.is_chief:
-        for directory in (config.run_dir, os.path.join(config.run_dir, "pictures")):
-            for name in remove_stale_partials(directory):
-                print(f"run: removed {os.path.join(directory, name)}, left by a killed run",
-                      file=out, flush=True)
-    if role.is_chief and flags_text is not None:
-        # Only now: flags that do not match the checkpoint must not replace the run's own.
-        with atomic_write(os.path.join(config.run_dir, "flags.cfg")) as temporary:
-            with open(temporary, "w") as file:
-                file.write(flags_text)
+        _tidy_run_dir(config.run_dir, flags_text, out)
     progress = run_state.progress.values
     start_step = run_state.step
     print(f"run: {config.run_dir} | {network.name} {config.input_size[0]}x{config.input_size[1]}"
@@ -261,18 +308,8 @@ def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
     progress["data_seed"] = config.seed + start_step
     train_dataset = _train_dataset(config, data, keypoint_set, strategy, global_batch,
                                    progress["data_seed"])
-    val_images = _picture_crops(data, keypoint_set, config.input_size)
-    epoch_end = [cb.RunCheckpoint(run_state, config.backup_every_steps)]
-    if role.is_chief:
-        epoch_end[:0] = [
-            cb.ValidationCallback(
-                lambda net: headline_metrics(evaluate(
-                    net, data.val_source, config, os.path.join(out_dir, "validation"),
-                    max_people=config.val_max_people)),
-                out_dir, config.val_every_epochs, config.epochs, progress, monitor=monitor),
-            cb.ImageLogger(os.path.join(out_dir, "tensorboard"), val_images, codec,
-                           config.image_every_epochs, png_dir=os.path.join(out_dir, "pictures")),
-        ]
+    epoch_end = _epoch_end_callbacks(config, role, run_state, data, keypoint_set, codec,
+                                     out_dir, monitor)
     callbacks = [cb.NanGuard(), *epoch_end[:-1]]
     if role.is_chief:
         callbacks += [keras.callbacks.TensorBoard(os.path.join(out_dir, "tensorboard")),
@@ -281,15 +318,8 @@ def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
     callbacks.append(epoch_end[-1])  # the checkpoint last: it records the epoch's work as done
 
     epoch, done_in_epoch = divmod(start_step, steps_per_epoch)
-    # Epochs whose steps all ran but whose end-of-epoch work (validation, last.keras) did not
-    # (a kill between the last step's checkpoint and the epoch's): do that work now.
-    closed = int(progress.get("epochs_closed", 0))
-    if closed < min(epoch, config.epochs):
-        pending = keras.callbacks.CallbackList(epoch_end, model=trainer)
-        for unfinished in range(closed, min(epoch, config.epochs)):
-            print(f"run: finishing epoch {unfinished + 1} (its validation was interrupted)",
-                  file=out, flush=True)
-            pending.on_epoch_end(unfinished, {})
+    _close_pending_epochs(epoch_end, trainer, int(progress.get("epochs_closed", 0)),
+                          min(epoch, config.epochs), out)
     if epoch < config.epochs and done_in_epoch:
         trainer.fit(train_dataset, initial_epoch=epoch, epochs=epoch + 1,
                     steps_per_epoch=steps_per_epoch - done_in_epoch, callbacks=callbacks,
