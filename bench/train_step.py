@@ -40,7 +40,7 @@ def measure(args):
 
     from skelpose_tf.codec import HeatmapCodec
     from skelpose_tf.models import hrnet_blocks
-    from skelpose_tf.models.pose_model import build_pose_model, parse_input_size
+    from skelpose_tf.models.pose_model import TOPOLOGIES, build_pose_model, parse_input_size
     from skelpose_tf.training.optimizers import FusedAdam
     from skelpose_tf.training.trainer import PoseTrainer
 
@@ -50,7 +50,7 @@ def measure(args):
         hrnet_blocks.FusedBatchNormalization = keras.layers.BatchNormalization
         optimizer = keras.optimizers.Adam(1e-3)
     size = parse_input_size(args.input_size)
-    topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1) if args.tiny_topology else {}
+    topology = TOPOLOGIES["tiny" if args.tiny_topology else "official"]
     network = build_pose_model(args.width, size, "coco", dtype=args.precision, **topology)
     codec = HeatmapCodec(size, "coco")
     trainer = PoseTrainer(network, codec, micro_batches=args.micro_batches)

@@ -53,6 +53,14 @@ Decoders (`decode`, `method=`), all returning heatmap peaks as scores:
   rescaling of the blurred map to the original peak is left out: it only adds a constant to
   the log, which cannot change the step.
 
+Not-found keypoints: a keypoint whose heatmap maximum is <= 0 (or NaN) gets score 0 and the
+coordinates of heatmap pixel (0, 0), mapped to the input crop like any other point ((1.5, 1.5)
+at stride 4, (0, 0) with the "hrnet" convention), in every decoder. The official `get_max_preds`
+zeroes the coordinates the same way (its `maxvals > 0` mask) but keeps the non-positive peak as
+the score; 0 is used here so that scores are never negative. Score 0 is the marker: the COCO
+rescoring (keypoint scores above 0.2) and the drawing skip such keypoints, and the coordinates
+stay finite, so OKS-NMS, the results JSON and PCKh need no special case.
+
 Round trip on clean targets (encode then decode; 256x192 input, stride 4, sigma 2; 19584
 keypoints at uniform random sub-pixel positions, over the whole map and at least 6 heatmap
 pixels = 3 sigma from its border; error = Euclidean distance in input-crop pixels; measured
@@ -405,7 +413,8 @@ class HeatmapCodec:
 
         Returns:
             (keypoints float32 [B, K, 2], (x, y) in input-crop pixels, pixel centres at
-            integers; scores float32 [B, K], each heatmap's peak value).
+            integers; scores float32 [B, K], each heatmap's peak value). A keypoint whose
+            peak is <= 0 is not found: score 0, coordinates those of heatmap pixel (0, 0).
         """
         method = self.decoder if method is None else method
         if method not in DECODERS:
@@ -441,6 +450,10 @@ class HeatmapCodec:
                 x, y = self._quarter_offset(flat, indices, columns, rows)
             else:
                 x, y = self._dark_refinement(heatmaps, indices, columns, rows)
+        found = scores > 0  # official get_max_preds: pred_mask = maxvals > 0
+        x = ops.where(found, x, 0.0)
+        y = ops.where(found, y, 0.0)
+        scores = ops.where(found, scores, 0.0)
         keypoints = self.to_input_coordinates(ops.stack([x, y], axis=-1))
         return keypoints, scores
 

@@ -10,7 +10,8 @@ original-image pixels through the inverse crop transform, are scored separately:
   the results JSON and pycocotools' COCOeval as the official HRNet evaluation
   (`skelpose_tf.inference.coco_evaluate`). Every result names its box source.
 - MPII (`evaluate_mpii_model`): the annotation's person centres and scales, PCKh@0.5 per joint
-  group and the @0.5 / @0.1 means with head size 0.6 x head-box diagonal. With a
+  group and the @0.5 / @0.1 means with head size 0.6 x head-box diagonal (@0.1 both at the
+  official code's threshold 0.11, as the paper, and at exactly 0.1). With a
   `gt_valid.mat`-style file the ground truth comes from it, as the official code; people
   without a prediction (an unreadable image) then count as misses.
 
@@ -203,7 +204,8 @@ class Evaluation:
 
     @property
     def table_row(self) -> dict:
-        """The paper's columns as percentages: COCO mAP ... mAR, or MPII Head ... Mean@0.1."""
+        """The paper's columns as percentages: COCO mAP ... mAR, or MPII Head ... Mean,
+        "Mean@0.1 (thr 0.11)" (official, as the paper), "Mean@0.1 (exact)"."""
         if self.dataset == COCO:
             return report.coco_table_row(self.metric.stats)
         return report.pckh_table_row(self.metric.table_values())
@@ -217,8 +219,7 @@ class Evaluation:
         if self.dataset == COCO:
             return report.format_coco_table(self.metric.stats, self.box_source, title, row_label,
                                             style)
-        return report.format_pckh_table(self.metric.table_values(), title, row_label, style,
-                                        official_mean_at_0_1=self.metric.mean_at_0_1_official)
+        return report.format_pckh_table(self.metric.table_values(), title, row_label, style)
 
     def to_dict(self) -> dict:
         """JSON-ready: settings, the table row (percent), the raw metric (fractions), files."""
@@ -458,7 +459,8 @@ def evaluate_mpii_model(network, annotation_file, image_dir, head_boxes="", *,
 def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="", *,
                            decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
                            top_n=20, max_people=0, log_every=50, out=sys.stdout) -> dict:
-    """MPII PCKh@0.5 (per joint group, mean) and mean PCKh@0.1 for each decoder, one pass.
+    """MPII PCKh@0.5 (per joint group, mean) and mean PCKh@0.1 (official threshold 0.11, and
+    exact 0.1) for each decoder, one pass.
 
     Args:
         network: a pose network of the MPII keypoint set.

@@ -72,6 +72,24 @@ class PoolingNetwork:
         return {"heatmaps": tf.gather(pooled, channels, axis=-1)}
 
 
+def lose_keypoints(network):
+    """Make a pose network's first three heatmaps non-positive (in place); returns it.
+
+    Keypoint 0 (COCO nose, its own flip partner) gets heatmaps < 0 everywhere that still vary
+    over the crop, keypoints 1 and 2 (the eyes, partners in the flip test) heatmaps of exactly
+    0. The head is a 1x1 convolution of ReLU features (>= 0): non-positive weights with a
+    negative bias give the first, zero weights and bias the second.
+    """
+    head = network.get_layer("keypoint_head")
+    kernel, bias = head.get_weights()
+    kernel[..., 0] = -np.abs(kernel[..., 0])
+    bias[0] = -0.1
+    kernel[..., 1:3] = 0.0
+    bias[1:3] = 0.0
+    head.set_weights([kernel, bias])
+    return network
+
+
 def dot_image(people=DOT_PEOPLE, size=DOT_IMAGE_SIZE):
     """RGB uint8 image with one Gaussian dot per keypoint, coloured by keypoint."""
     points = [point for _, keypoints in people for point in keypoints]

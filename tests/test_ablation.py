@@ -86,10 +86,14 @@ def test_mpii_ablation_reports_pckh_at_0_5_and_0_1(tmp_path):
                                        ["weighted", "quarter"], out_dir=str(tmp_path / "out"),
                                        log_every=0)
     assert [row.method for row in result.rows] == ["+ skeletal attention", "+ weighted inference"]
-    assert result.to_dict()["columns"] == ["PCKh@0.5", "PCKh@0.1"]
+    assert result.to_dict()["columns"] == ["PCKh@0.5", "PCKh@0.1 (official, thr 0.11)",
+                                           "PCKh@0.1 (exact)"]
     weighted = result.rows[1].evaluation
-    assert result.values(result.rows[1]) == {"PCKh@0.5": weighted.table_row["Mean"],
-                                             "PCKh@0.1": weighted.table_row["Mean@0.1"]}
+    metric = weighted.metric
+    assert result.values(result.rows[1]) == {
+        "PCKh@0.5": round(100 * metric.mean, 1),
+        "PCKh@0.1 (official, thr 0.11)": round(100 * metric.mean_at_0_1, 1),
+        "PCKh@0.1 (exact)": round(100 * metric.mean_at_exact_0_1, 1)}
     assert os.path.isfile(weighted.files["pred_mat"])
 
 

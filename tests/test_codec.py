@@ -294,6 +294,39 @@ def test_decoders_match_numpy_on_hand_made_heatmaps(method):
     np.testing.assert_array_equal(scores.numpy(), heatmaps.max(axis=(1, 2)))
 
 
+def _heatmaps_with_lost_keypoints(rng, batch=2):
+    """Peaked maps, except channel 0 all negative (peak -0.2 at x=5, y=7) and channel 1 all 0."""
+    heatmaps = _peaked_random_heatmaps(rng, batch, 16, 12, 17)
+    negative = -rng.uniform(0.3, 1.0, (batch, 16, 12))
+    negative[:, 7, 5] = -0.2
+    heatmaps[..., 0] = negative
+    heatmaps[..., 1] = 0.0
+    return heatmaps
+
+
+@pytest.mark.parametrize("method", DECODERS)
+def test_non_positive_peaks_give_score_0_at_heatmap_pixel_0_0(method):
+    heatmaps = _heatmaps_with_lost_keypoints(np.random.default_rng(11))
+    codec = HeatmapCodec(SMALL_INPUT, keypoint_set="coco")
+    decode = lambda h: codec.decode(h, method=method)
+    spec = [tf.TensorSpec([None, 16, 12, 17], tf.float32)]
+    runs = {"eager": decode(tf.constant(heatmaps)),
+            "graph": tf.function(decode, input_signature=spec)(tf.constant(heatmaps)),
+            "xla": tf.function(decode, jit_compile=True)(tf.constant(heatmaps))}
+    for name, (keypoints, scores) in runs.items():
+        keypoints, scores = keypoints.numpy(), scores.numpy()
+        np.testing.assert_array_equal(scores[:, :2], 0.0, err_msg=name)
+        # Heatmap pixel (0, 0) -> input crop (0 + 0.5) * 4 - 0.5 = 1.5 px on both axes.
+        np.testing.assert_array_equal(keypoints[:, :2], 1.5, err_msg=name)
+        np.testing.assert_array_equal(scores[:, 2:], heatmaps.max(axis=(1, 2))[:, 2:])
+        np.testing.assert_allclose(keypoints[:, 2:], _decode_numpy(heatmaps, method)[:, 2:],
+                                   atol=2e-4, err_msg=name)
+    hrnet = HeatmapCodec(SMALL_INPUT, keypoint_set="coco", pixel_convention="hrnet")
+    keypoints, scores = hrnet.decode(heatmaps, method=method)
+    np.testing.assert_array_equal(keypoints.numpy()[:, :2], 0.0)  # x_in = x_h * 4 = 0
+    np.testing.assert_array_equal(scores.numpy()[:, :2], 0.0)
+
+
 def test_weighted_decoding_by_hand_and_with_ties():
     codec = HeatmapCodec((16, 16), keypoint_set=_single_keypoint_set(), stride=4, top_n=3)
     heatmap = np.zeros((1, 4, 4, 1), np.float32)
@@ -415,7 +448,10 @@ def test_decoders_convert_to_tflite_builtins():
     class Decoders(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([1, 16, 12, 17], tf.float32)])
         def decode_all(self, heatmaps):
-            return {method: codec.decode(heatmaps, method=method)[0] for method in DECODERS}
+            outputs = {}
+            for method in DECODERS:
+                outputs[method], outputs[f"{method}_scores"] = codec.decode(heatmaps, method=method)
+            return outputs
 
     module = Decoders()
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
@@ -423,11 +459,16 @@ def test_decoders_convert_to_tflite_builtins():
     )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     interpreter = Interpreter(model_content=converter.convert())
-    heatmaps = _peaked_random_heatmaps(np.random.default_rng(8), 1, 16, 12, 17)
+    heatmaps = _heatmaps_with_lost_keypoints(np.random.default_rng(8), batch=1)
     outputs = interpreter.get_signature_runner()(heatmaps=heatmaps)
     for method in DECODERS:
-        expected = codec.decode(heatmaps, method=method)[0].numpy()
-        np.testing.assert_allclose(outputs[method], expected, atol=1e-3, err_msg=method)
+        expected, expected_scores = codec.decode(heatmaps, method=method)
+        np.testing.assert_allclose(outputs[method], expected.numpy(), atol=1e-3, err_msg=method)
+        np.testing.assert_allclose(outputs[f"{method}_scores"], expected_scores.numpy(),
+                                   atol=1e-6, err_msg=method)
+        # Channels 0 (all negative) and 1 (all zero) are not found: score 0 at (1.5, 1.5).
+        np.testing.assert_array_equal(outputs[f"{method}_scores"][0, :2], 0.0)
+        np.testing.assert_array_equal(outputs[method][0, :2], 1.5)
 
 
 # Flip ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from pose_fixtures import lose_keypoints
 from tiny_models import he_initialised_tiny_model
 import tensorflow as tf
 
@@ -241,7 +242,9 @@ def test_flip_test_off_and_no_heatmaps(tmp_path, network, crops):
     assert set(outputs) == {"keypoints", "keypoint_scores"}
     assert read_metadata(path)["flip_test"] is False
     expected = network(crops.astype(np.float32))["heatmaps"].numpy().reshape(len(crops), -1, K)
-    np.testing.assert_allclose(outputs["keypoint_scores"].numpy(), expected.max(axis=1),
+    # Non-positive peaks are not found: score 0 (codec module docstring).
+    np.testing.assert_allclose(outputs["keypoint_scores"].numpy(),
+                               np.maximum(expected.max(axis=1), 0.0),
                                atol=1e-5 * np.abs(expected).max())
     comparison = compare_outputs(KerasRunner(network, flip_test=False).predict(crops),
                                  {k: v.numpy() for k, v in outputs.items()},
@@ -259,3 +262,15 @@ def test_mixed_precision_network_is_exported_in_float32(network):
     np.testing.assert_allclose(exported(images)["heatmaps"], network(images)["heatmaps"],
                                rtol=1e-5, atol=1e-5)
     assert float32_network(network) is network
+
+
+def test_keypoints_with_non_positive_heatmaps_are_not_found(tmp_path, crops):
+    network = lose_keypoints(tiny_network(seed=1))
+    path = export_saved_model(network, str(tmp_path / "lost"), decoder="weighted", flip_test=True)
+    outputs = load_saved_model(path).signatures[SERVING_SIGNATURE](images=crops)
+    heatmaps, scores = outputs["heatmaps"].numpy(), outputs["keypoint_scores"].numpy()
+    assert heatmaps[..., 0].max() < 0 and not heatmaps[..., 1:3].any()
+    # Score 0 at heatmap pixel (0, 0), i.e. crop pixel (0 + 0.5) * 4 - 0.5 = 1.5 on both axes.
+    np.testing.assert_array_equal(scores[:, :3], 0.0)
+    np.testing.assert_array_equal(outputs["keypoints"].numpy()[:, :3], 1.5)
+    np.testing.assert_allclose(scores[:, 3:], np.maximum(heatmaps.max(axis=(1, 2))[:, 3:], 0))

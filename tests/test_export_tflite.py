@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+from pose_fixtures import lose_keypoints
 from tiny_models import he_initialised_tiny_model
 
 from skelpose_tf.export import (DEFAULT_TOLERANCES, QUANTIZATIONS, ExportVerificationError,
@@ -235,6 +236,17 @@ def test_other_decoders_convert_and_agree(tmp_path, network, crops, decoder):
                                  TFLiteRunner(path).predict(crops),
                                  DEFAULT_TOLERANCES["float32"], path)
     assert comparison.passed, comparison
+
+
+def test_keypoints_with_non_positive_heatmaps_are_not_found(tmp_path, crops):
+    network = lose_keypoints(tiny_network(seed=1))
+    path = str(tmp_path / "lost.tflite")
+    export_tflite(network, path, decoder="dark", flip_test=True)
+    outputs = TFLiteRunner(path).predict(crops)
+    # Nose (all negative), eyes (all zero): score 0 at crop pixel (0 + 0.5) * 4 - 0.5 = 1.5.
+    np.testing.assert_array_equal(outputs["keypoint_scores"][:, :3], 0.0)
+    np.testing.assert_allclose(outputs["keypoints"][:, :3], 1.5, atol=1e-5)
+    assert (outputs["keypoint_scores"][:, 3:] > 0).any()
 
 
 @pytest.mark.slow

@@ -46,8 +46,9 @@ def test_hand_computed_pckh():
     })  # fmt: skip
     # 14 joints (no pelvis, thorax) x 2 people - 1 missing = 27 counted.
     assert result.mean == pytest.approx(25 / 27)
-    assert result.mean_at_0_1 == pytest.approx(21 / 27)
-    assert result.mean_at_0_1_official == pytest.approx(22 / 27)
+    # l_knee of person 0 lies at 0.105 head sizes: right at the official 0.11 only.
+    assert result.mean_at_0_1 == pytest.approx(22 / 27)
+    assert result.mean_at_exact_0_1 == pytest.approx(21 / 27)
     assert result.joint_counts["r_wrist"] == 1 and result.joint_counts["pelvis"] == 2
     assert result.per_joint["pelvis"] == 0.5 and result.per_joint["upper_neck"] == 1.0
 
@@ -63,10 +64,30 @@ def test_result_dict_and_table():
     result = compute_pckh(*_hand_case(), MPII)
     values = result.to_dict()
     assert values["Mean"] == pytest.approx(25 / 27) and values["Head"] == 0.5
-    assert values["Mean@0.1 official (threshold 0.11)"] == pytest.approx(22 / 27)
-    text = str(result)
-    assert "50.0" in text and f"{100 * 25 / 27:.1f}" in text and f"{100 * 21 / 27:.1f}" in text
-    assert f"(its threshold is 0.11): {100 * 22 / 27:.1f}" in text
+    assert values["Mean@0.1 (thr 0.11)"] == pytest.approx(22 / 27)
+    assert values["Mean@0.1 (exact)"] == pytest.approx(21 / 27)
+    lines = str(result).splitlines()
+    assert lines[-2].split("  ")[-2:] == ["Mean@0.1 (thr 0.11)", "Mean@0.1 (exact)"]
+    assert lines[-1].split()[1] == "50.0"  # Head
+    assert lines[-1].split()[-3:] == ["92.6", "81.5", "77.8"]  # 25, 22 and 21 of 27
+
+
+def test_mean_at_0_1_uses_the_official_threshold_0_11():
+    # One person, head size 0.6 * |(30, 40)| = 30 px; 14 joints count (no pelvis, thorax).
+    # Errors: l_ankle 3.2 px = 0.1067 and r_ankle 3.29 px = 0.1097 head sizes (in (0.10, 0.11]),
+    # l_hip 2.9 px = 0.0967 (right at both), r_hip 3.4 px = 0.113 (wrong at both).
+    joints = np.full((1, 16, 2), 100.0)
+    predictions = joints.copy()
+    at = MPII.index
+    predictions[0, at("l_ankle")] += (3.2, 0)
+    predictions[0, at("r_ankle")] += (0, 3.29)
+    predictions[0, at("l_hip")] += (2.9, 0)
+    predictions[0, at("r_hip")] += (0, 3.4)
+    head_boxes = np.array([[[0, 0], [30, 40]]], np.float64)
+    result = compute_pckh(predictions, joints, np.zeros((1, 16), bool), head_boxes, MPII)
+    assert result.mean_at_0_1 == pytest.approx(13 / 14)  # official: all but r_hip
+    assert result.mean_at_exact_0_1 == pytest.approx(11 / 14)  # also misses both ankles
+    assert result.mean == 1.0
 
 
 def _official_style_pckh(predictions, joints, missing, head_boxes):
@@ -110,7 +131,7 @@ def test_matches_official_style_computation_on_random_data():
     for name, value in result.groups.items():
         assert 100 * value == pytest.approx(float(official[name]), abs=1e-9), name
     assert 100 * result.mean == pytest.approx(float(official["Mean"]), abs=1e-9)
-    assert 100 * result.mean_at_0_1_official == pytest.approx(float(official["Mean@0.1"]), abs=1e-9)
+    assert 100 * result.mean_at_0_1 == pytest.approx(float(official["Mean@0.1"]), abs=1e-9)
 
 
 def test_reads_gt_valid_mat_by_joint_name(tmp_path):

@@ -14,7 +14,7 @@ from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.losses import pose_loss
 from cluster_fixtures import free_ports
 from tiny_models import tiny_pose_model
-from skelpose_tf.training.schedules import WarmupSchedule
+from skelpose_tf.training.schedules import WarmupSchedule, epoch_boundaries
 from skelpose_tf.training.trainer import PoseTrainer
 
 HERE = os.path.dirname(__file__)
@@ -121,6 +121,21 @@ def test_warmup_step_schedule_values():
     cosine = WarmupSchedule(1.0, 100, "cosine")
     np.testing.assert_allclose([float(cosine(s)) for s in (0, 50, 100)], [1.0, 0.5, 0.0],
                                atol=1e-6)
+
+
+def test_step_decay_drops_at_the_official_hrnet_epochs():
+    # Official HRNet: MultiStepLR([170, 200], 0.1) stepped before each epoch trains, so
+    # 0-indexed epochs 0-168 train at 1e-3, 169-198 at 1e-4 and 199-209 at 1e-5.
+    steps_per_epoch = 10
+    assert epoch_boundaries((170, 200), steps_per_epoch) == [1690, 1990]
+    schedule = WarmupSchedule(1e-3, 210 * steps_per_epoch, "step",
+                              boundaries=epoch_boundaries((170.0, 200.0), steps_per_epoch))
+    expected = {168: 1e-3, 169: 1e-4, 170: 1e-4, 198: 1e-4, 199: 1e-5, 200: 1e-5, 209: 1e-5}
+    for epoch, lr in expected.items():
+        first, last = epoch * steps_per_epoch, epoch * steps_per_epoch + steps_per_epoch - 1
+        np.testing.assert_allclose([float(schedule(first)), float(schedule(last))], [lr, lr],
+                                   rtol=1e-6, err_msg=f"epoch {epoch}")
+    assert epoch_boundaries((0.5, 1, 2.5), 4) == [0, 0, 6]
 
 
 def _replica_command(*args):

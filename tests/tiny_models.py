@@ -7,15 +7,13 @@ repetition counts are cut, which shrinks the graph (and its tracing time) about 
 import keras
 import numpy as np
 
-from skelpose_tf.models.pose_model import build_pose_model
-
-TINY_TOPOLOGY = dict(stage_modules=(1, 1, 1), blocks_per_branch=1)
+from skelpose_tf.models.pose_model import TOPOLOGIES, build_pose_model
 
 
 def tiny_pose_model(keypoint_set="coco", skeletal_attention=True, input_size=(64, 64), width=8,
                     **kwargs):
     return build_pose_model(width, input_size, keypoint_set, skeletal_attention,
-                            **TINY_TOPOLOGY, **kwargs)
+                            **TOPOLOGIES["tiny"], **kwargs)
 
 
 def he_initialised_tiny_model(input_size=(64, 64), dtype=None, seed=0):

@@ -2,7 +2,8 @@
 
 - `nms`: OKS between poses and greedy OKS-NMS (official HRNet `oks_iou` / `oks_nms`).
 - `coco_metric`: rescoring, OKS-NMS, the COCO results JSON and pycocotools' keypoint AP/AR.
-- `mpii_pckh`: MPII PCKh@0.5 / Mean@0.1 with the official head-size factor 0.6.
+- `mpii_pckh`: MPII PCKh@0.5 / Mean@0.1 (official threshold 0.11, and exact 0.1) with the
+  official head-size factor 0.6.
 - `report`: tables in the paper's layout (text, markdown, JSON-ready dicts).
 
 No TensorFlow is imported here.

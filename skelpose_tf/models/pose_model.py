@@ -14,6 +14,13 @@ from skelpose_tf.models.skeletal_attention import SkeletalAttention
 # Official HRNet layout: modules of stages 2, 3, 4; BASIC blocks per branch; stage-1 bottlenecks.
 STAGE_MODULES = (1, 4, 3)
 BLOCKS_PER_BRANCH = 4
+# Named topologies, `build_pose_model(..., **TOPOLOGIES[name])`: "tiny" keeps the official
+# structure (branches, fuse layers, heads) at one module and one block per stage, for quick CPU
+# runs and tests (about a tenth of the graph).
+TOPOLOGIES = {
+    "official": {"stage_modules": STAGE_MODULES, "blocks_per_branch": BLOCKS_PER_BRANCH},
+    "tiny": {"stage_modules": (1, 1, 1), "blocks_per_branch": 1},
+}
 STEM_CHANNELS = 64
 INPUT_MULTIPLE = 32
 HEATMAP_STRIDE = 4

@@ -1,113 +1,126 @@
-"""`TrainConfig`: every setting of a training run, frozen; `train.py` builds it from flags."""
+"""`TrainConfig`: every setting of a training run, frozen; `train.py` derives its flags from it.
+
+Each field is declared with `_setting(default, help, choices)`: its name is the `--flag` name,
+its default the flag default, its help the flag help, and `choices` (for closed sets) both the
+`DEFINE_enum` values and what `__post_init__` accepts. A new setting is one field here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+from skelpose_tf.codec import DECODERS
+
 DATASETS = ("synthetic", "coco", "mpii")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+LR_DECAYS = ("step", "cosine")
+
+
+def _setting(default, help_text, choices=None):
+    """A `TrainConfig` field with its flag help text and, for a closed set, its allowed values."""
+    metadata = {"help": help_text}
+    if choices is not None:
+        metadata["choices"] = choices
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (defaults: the official HRNet COCO W32 recipe, DESIGN.md 5).
 
-    Data:
-        dataset: "synthetic" (COCO format, generated into `data_dir` when missing), "coco" or
-            "mpii".
-        data_dir: synthetic data directory.
-        synthetic_train, synthetic_val: number of images to generate when it is missing.
-        train_ann, train_images, val_ann, val_images: COCO annotation files and image folders
-            (for MPII: the HRNet-layout JSON files and the images folder).
-        train_tfrecords: a directory of shards from `python -m skelpose_tf.data.tfrecords` to
-            train from instead of `train_ann` / `train_images` (each image decoded once for all
-            its people: the faster input path).
-        val_det_boxes: optional detector box file for the final COCO evaluation.
-        val_head_boxes: MPII `gt_valid.mat`-style head boxes (else the JSON `headbox` fields).
-        keypoint_set: "coco", "mpii" or a JSON path.
-    Model:
-        width, input_size (h, w), skeletal_attention, tiny_topology (one module and one
-        block per stage: the official structure at a fraction of the depth, for quick CPU
-        runs and tests), sigma (0: official default for the size),
-        skeletal_loss_weight (lambda), backbone_weights (a path or "" for none).
-    Optimisation:
-        batch_size per replica, micro_batches (gradient accumulation inside the step: each
-        batch runs as this many sequential micro-batches, for batch_size / micro_batches
-        activation memory), epochs, steps_per_epoch (0: one pass over the training people),
-        lr, lr_decay ("step" or "cosine"), lr_steps (epochs), lr_factor, warmup_steps,
-        scale_lr (linear scaling: lr * global_batch / base_batch_size), weight_decay
-        (decoupled, Keras AdamW-style; 0 reproduces the official code, which ignores its 1e-4).
-    Augmentation: rotation_factor, scale_factor, flip_prob, half_body_prob.
-    Run: run_dir, precision, jit_compile, strategy, cpu_replicas, seed, deterministic_data
-        (batches in a fixed order: reproducible to the bit, a little slower), backup_every_steps
-        (checkpoint interval in optimizer steps),
-        val_every_epochs, val_max_people (validation subset during training; 0 = all),
-        image_every_epochs, decoder, flip_test, export (after training), export_quantizations,
-        verbose.
+    Field names are `train.py`'s flag names; each field's meaning is its `help` metadata
+    (`python train.py --helpshort` prints them all). `input_size` is `(height, width)` here and
+    `HxW` text on the command line; `lr_steps` and `export_quantizations` are tuples here and
+    comma-separated lists there; `backbone_weights=none` on the command line is `""` here.
     """
 
-    run_dir: str = "runs/coco_w32_256x192"
-    dataset: str = "coco"
-    data_dir: str = "data/synthetic"
-    synthetic_train: int = 2000
-    synthetic_val: int = 200
-    train_ann: str = ""
-    train_tfrecords: str = ""
-    train_images: str = ""
-    val_ann: str = ""
-    val_images: str = ""
-    val_det_boxes: str = ""
-    val_head_boxes: str = ""
-    keypoint_set: str = "coco"
-    width: int = 32
-    input_size: tuple = (256, 192)
-    skeletal_attention: bool = True
-    tiny_topology: bool = False
-    sigma: float = 0.0
-    skeletal_loss_weight: float = 0.2
-    backbone_weights: str = ""
-    batch_size: int = 32
-    micro_batches: int = 1
-    epochs: int = 210
-    steps_per_epoch: int = 0
-    lr: float = 1e-3
-    lr_decay: str = "step"
-    lr_steps: tuple = (170, 200)
-    lr_factor: float = 0.1
-    warmup_steps: int = 0
-    scale_lr: bool = False
-    base_batch_size: int = 128
-    weight_decay: float = 0.0
-    rotation_factor: float = 45.0
-    scale_factor: float = 0.35
-    flip_prob: float = 0.5
-    half_body_prob: float = 0.3
-    precision: str = "auto"
-    jit_compile: bool = False
-    strategy: str = "default"
-    cpu_replicas: int = 0
-    seed: int = 0
-    deterministic_data: bool = False
-    backup_every_steps: int = 200
-    val_every_epochs: int = 10
-    val_max_people: int = 0
-    image_every_epochs: int = 1
-    decoder: str = "weighted"
-    flip_test: bool = True
-    export: bool = False
-    export_quantizations: tuple = ("float32", "float16", "dynamic_int8", "int8")
-    verbose: int = 1
+    # Data.
+    run_dir: str = _setting("runs/coco_w32_256x192", "Output directory of the run.")
+    dataset: str = _setting("coco", "Data set layout: synthetic (COCO format, generated into "
+                            "data_dir when missing), coco or mpii.", DATASETS)
+    data_dir: str = _setting("data/synthetic", "Synthetic data directory.")
+    synthetic_train: int = _setting(2000, "Synthetic training images to generate when data_dir "
+                                    "is missing.")
+    synthetic_val: int = _setting(200, "Synthetic validation images to generate when data_dir "
+                                  "is missing.")
+    train_ann: str = _setting("", "Training annotations (COCO JSON / MPII HRNet-layout JSON).")
+    train_tfrecords: str = _setting("", "Train from this directory of shards (python -m "
+                                    "skelpose_tf.data.tfrecords) instead of train_ann / "
+                                    "train_images: each image is decoded once for all its "
+                                    "people, the faster input path.")
+    train_images: str = _setting("", "Training image folder.")
+    val_ann: str = _setting("", "Validation annotations.")
+    val_images: str = _setting("", "Validation image folder.")
+    val_det_boxes: str = _setting("", "Detector person boxes for the final COCO evaluation "
+                                  "(COCO_val2017_detections_AP_H_56_person.json).")
+    val_head_boxes: str = _setting("", "MPII gt_valid.mat-style head boxes (else the JSON "
+                                   "headbox fields).")
+    keypoint_set: str = _setting("coco", "coco, mpii or a JSON file.")
+    # Model.
+    width: int = _setting(32, "HRNet width (32, 48, or small for CPU work).")
+    input_size: tuple = _setting((256, 192), "Input height x width (HxW on the command line).")
+    skeletal_attention: bool = _setting(True, "The skeletal attention module (off: the HRNet "
+                                        "baseline).")
+    tiny_topology: bool = _setting(False, "One module and one block per stage: the official "
+                                   "structure at a fraction of the depth, for quick CPU runs "
+                                   "and tests (false: the official depth).")
+    sigma: float = _setting(0.0, "Keypoint Gaussian sigma in heatmap pixels (0: 2, or 3 from "
+                            "384-pixel-high inputs, as HRNet).")
+    skeletal_loss_weight: float = _setting(0.2, "lambda in l = l_k + lambda l_s.")
+    backbone_weights: str = _setting("", "Initial weights: a published HRNet .pth or a converted "
+                                     ".weights.h5 ('' or 'none': random init).")
+    # Optimisation.
+    batch_size: int = _setting(32, "Batch size per replica.")
+    micro_batches: int = _setting(1, "Run each batch as this many sequential micro-batches "
+                                  "(gradient accumulation; batch_size / micro_batches "
+                                  "activation memory).")
+    epochs: int = _setting(210, "Epochs.")
+    steps_per_epoch: int = _setting(0, "Steps per epoch (0: one pass over the training people).")
+    lr: float = _setting(1e-3, "Base learning rate (Adam).")
+    lr_decay: str = _setting("step", "Learning-rate decay.", LR_DECAYS)
+    lr_steps: tuple = _setting(
+        (170.0, 200.0), "Epochs (MultiStepLR milestones) where the lr is multiplied by "
+        "lr_factor; as in the official code, milestone m takes effect from 0-indexed epoch m-1.")
+    lr_factor: float = _setting(0.1, "Step decay factor.")
+    warmup_steps: int = _setting(0, "Linear warm-up steps.")
+    scale_lr: bool = _setting(False, "Linear scaling: lr x global_batch / base_batch_size.")
+    base_batch_size: int = _setting(128, "Batch size the base lr was tuned for.")
+    weight_decay: float = _setting(0.0, "Decoupled (Keras AdamW-style) weight decay (official "
+                                   "HRNet code: 0, it ignores its configured 1e-4; the paper "
+                                   "states 1e-4).")
+    # Augmentation.
+    rotation_factor: float = _setting(45.0, "Rotation range in degrees (p 0.6).")
+    scale_factor: float = _setting(0.35, "Scale augmentation range.")
+    flip_prob: float = _setting(0.5, "Horizontal flip probability.")
+    half_body_prob: float = _setting(0.3, "Half-body augmentation probability.")
+    # Run.
+    mixed_precision: str = _setting("auto", "Dtype policy (auto: mixed_float16 on GPU, else "
+                                    "float32).", PRECISIONS)
+    jit_compile: bool = _setting(False, "XLA for the training step (slower on CPU).")
+    strategy: str = _setting("default", "tf.distribute strategy.", STRATEGIES)
+    cpu_replicas: int = _setting(0, "Logical CPU devices for 'mirrored' without GPUs (testing).")
+    seed: int = _setting(0, "Seed of the initial weights, data order and augmentation.")
+    deterministic_data: bool = _setting(False, "Batches in a fixed order (bit-reproducible runs; "
+                                        "slightly slower input).")
+    backup_every_steps: int = _setting(200, "Checkpoint interval in optimizer steps (resume "
+                                       "granularity).")
+    val_every_epochs: int = _setting(10, "Validation interval in epochs.")
+    val_max_people: int = _setting(0, "Validation subset size during training (0: all).")
+    image_every_epochs: int = _setting(1, "Picture logging interval.")
+    decoder: str = _setting("weighted", "Heatmap decoder for evaluation.", DECODERS)
+    flip_test: bool = _setting(True, "Flip test at evaluation.")
+    export: bool = _setting(False, "Export SavedModel + TFLite after training.")
+    export_quantizations: tuple = _setting(("float32", "float16", "dynamic_int8", "int8"),
+                                           "TFLite variants to export.")
+    verbose: int = _setting(1, "Keras verbosity (1: progress bar, 2: one line per epoch).")
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={self.dataset!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {PRECISIONS}. Received: precision={self.precision!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"strategy must be one of {STRATEGIES}. Received: strategy={self.strategy!r}")
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            if choices is not None and getattr(self, field.name) not in choices:
+                raise ValueError(f"{field.name} must be one of {choices}. Received: "
+                                 f"{field.name}={getattr(self, field.name)!r}")
         for name in ("batch_size", "micro_batches", "epochs", "backup_every_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive. Received: {name}={getattr(self, name)}")

@@ -17,7 +17,7 @@ from skelpose_tf.data.records import SkipReport
 from skelpose_tf.inference import codec_for_model
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.model_loading import load_pose_model
-from skelpose_tf.models.pose_model import build_pose_model
+from skelpose_tf.models.pose_model import TOPOLOGIES, build_pose_model
 from skelpose_tf.training import callbacks as cb
 from skelpose_tf.training.config import TrainConfig
 from skelpose_tf.training.distribution import (barrier, make_strategy, same_on_all_workers,
@@ -25,7 +25,7 @@ from skelpose_tf.training.distribution import (barrier, make_strategy, same_on_a
 from skelpose_tf.training.optimizers import FusedAdam
 from skelpose_tf.training.run_state import (CHECKPOINT_DIR, RunState, RunStateError,
                                             existing_results, model_fingerprint)
-from skelpose_tf.training.schedules import WarmupSchedule
+from skelpose_tf.training.schedules import WarmupSchedule, epoch_boundaries
 from skelpose_tf.training.trainer import PoseTrainer
 
 
@@ -118,7 +118,9 @@ def evaluate(network, source, config: TrainConfig, out_dir, max_people=0, log_ev
 def headline_metrics(evaluation):
     """Numbers of an `Evaluation`: COCO's 10 stats, or MPII's PCKh@0.5 / @0.1 means."""
     if evaluation.dataset == "mpii":
-        return {"PCKh": evaluation.metric.mean, "PCKh@0.1": evaluation.metric.mean_at_0_1}
+        return {"PCKh": evaluation.metric.mean,
+                "PCKh@0.1 (official, thr 0.11)": evaluation.metric.mean_at_0_1,
+                "PCKh@0.1 (exact)": evaluation.metric.mean_at_exact_0_1}
     return dict(evaluation.metric.stats)
 
 
@@ -128,7 +130,7 @@ def make_optimizer(config: TrainConfig, steps_per_epoch, global_batch, policy):
     lr = config.lr * (global_batch / config.base_batch_size if config.scale_lr else 1.0)
     schedule = WarmupSchedule(
         lr, total_steps=config.epochs * steps_per_epoch, decay=config.lr_decay,
-        boundaries=[int(e * steps_per_epoch) for e in config.lr_steps], factor=config.lr_factor,
+        boundaries=epoch_boundaries(config.lr_steps, steps_per_epoch), factor=config.lr_factor,
         warmup_steps=config.warmup_steps)
     optimizer = FusedAdam(schedule, weight_decay=config.weight_decay or None)
     if policy == "mixed_float16":
@@ -142,9 +144,7 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
     Call inside the strategy's scope.
     """
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
-    topology = {}
-    if config.tiny_topology:
-        topology = dict(stage_modules=(1, 1, 1), blocks_per_branch=1)
+    topology = TOPOLOGIES["tiny" if config.tiny_topology else "official"]
     network = build_pose_model(config.width, config.input_size, keypoint_set,
                                config.skeletal_attention, dtype=policy, **topology)
     if config.backbone_weights:
@@ -282,7 +282,7 @@ def _close_pending_epochs(epoch_end, trainer, closed, finished, out):
 
 
 def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
-    policy = resolve_precision(config.precision)
+    policy = resolve_precision(config.mixed_precision)
     keypoint_set = get_keypoint_set(config.keypoint_set)
     data = TrainingData(config, keypoint_set, out)
     replicas = strategy.num_replicas_in_sync
