@@ -2,7 +2,7 @@
 
 One `HeatmapCodec`, built from one config, renders the keypoint and skeletal targets in
 `train_step` and decodes the model's heatmaps at evaluation and in every export, so the two
-sides can never disagree on sizes, sigma or coordinate conventions (DESIGN.md sections 3-4).
+sides can never disagree on sizes, sigma or coordinate conventions (docs/design.md sections 3-4).
 Everything is written with `keras.ops`: it runs eagerly, inside `tf.function` and under XLA
 (`jit_compile=True`), batched, and the decoders use only ops that TFLite has as builtins
 (top_k, gathers, a depthwise convolution for `dark`, arithmetic).

@@ -8,7 +8,7 @@ weights and the upper-body keypoints used by half-body augmentation.
 Nothing else in the package hard-codes a keypoint index or count.
 
 Built-in sets: `COCO` (17 keypoints) and `MPII` (16 keypoints), both with the
-16 links of DESIGN.md section 1 (9 upper, 7 lower).
+16 links of docs/design.md section 1 (9 upper, 7 lower).
 
 Declaring a custom set (any number of keypoints and links):
 
@@ -264,7 +264,7 @@ def _links_by_name(names: Sequence[str], table: Sequence[tuple]) -> tuple:
     return tuple(SkeletalLink(names.index(a), names.index(b), kind, part) for a, b, kind, part in table)
 
 
-# The 16 links of DESIGN.md section 1 (paper Fig. 3b), by keypoint name so that COCO and MPII
+# The 16 links of docs/design.md section 1 (paper Fig. 3b), by keypoint name so that COCO and MPII
 # share one definition. Torso sides count as upper body: change the part here to move them.
 SKELETAL_LINKS = (
     ("l_shoulder", "l_elbow", "physical", "upper"),

@@ -6,8 +6,8 @@ For each of the M maps (K keypoint maps or S skeletal maps), with weights w[b, m
     loss_m = 0.5 * mean over (b, y, x) of (w[b, m] * (pred[b, y, x, m] - target[b, y, x, m]))^2
     loss   = mean over m of loss_m
 
-as the official HRNet `JointsMSELoss` with USE_TARGET_WEIGHT (DESIGN.md section 3). A map with
-weight 0 contributes nothing, whatever the prediction, but still counts in the mean over maps
+as the official HRNet `JointsMSELoss` with USE_TARGET_WEIGHT (docs/design.md section 3.3). A map
+with weight 0 contributes nothing, whatever the prediction, but still counts in the mean over maps
 and over the batch (the official normalisation). The total of paper Eq. 9 is
 
     l = l_k + lambda * l_s,   lambda = `skeletal_weight` (0.2 in the paper).

@@ -15,7 +15,7 @@ from skelpose_tf.training.config import TrainConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.cfg")))
 
-# The published recipes, stated independently of the .cfg files (DESIGN.md section 5; the
+# The published recipes, stated independently of the .cfg files (docs/design.md section 5; the
 # official HRNet experiments/{coco,mpii}/hrnet/*_adam_lr1e-3.yaml). Unnamed fields: defaults.
 OFFICIAL = dict(skeletal_attention=True, skeletal_loss_weight=0.2, batch_size=32, epochs=210,
                 lr=1e-3, lr_decay="step", lr_steps=(170.0, 200.0), lr_factor=0.1,

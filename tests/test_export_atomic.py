@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from tiny_models import he_initialised_tiny_model
 
-import skelpose_tf.export as export_module
+import skelpose_tf.export.bundle as export_module
 from skelpose_tf.atomic_files import (DamagedFileError, atomic_write, check_keras_file,
                                       keras_file_metadata, recover_directory, save_keras_atomic)
 from skelpose_tf.export import (KILL_AT_ENV, REPORT_FILE, RejectedExportError, Tolerance,

@@ -7,13 +7,13 @@ window the crop needs is converted, to 4 channels, which OpenCV warps 2.5x faste
 keypoints through the same matrix (`transforms.affine_matrix`; a flip is folded into the matrix
 and swaps left/right keypoints with `keypoint_set.flip_index`). This runs in `tf.numpy_function`
 inside a parallel `map` (cv2 measured 1.6x faster per core than TF's decode + projective warp,
-`shared/reference/tf-keras-notes.md` section 7): training cuts a whole batch per call (less
+docs/design.md section 7.4): training cuts a whole batch per call (less
 per-sample overhead), evaluation one person per call (exact record order).
 
 Elements:
 - training: `(image uint8 [B, H, W, 3] RGB, {"keypoints": float32 [B, K, 2],
   "visibility": float32 [B, K]})`; keypoints in input-crop pixels with pixel centres at
-  integers (DESIGN.md section 3), zeros where unlabelled; visibility = 1.0 where the keypoint
+  integers (docs/design.md section 3.1), zeros where unlabelled; visibility = 1.0 where the keypoint
   is labelled (COCO v > 0), else 0. Keypoints that the augmentation moves out of the crop keep
   their coordinates and visibility: the target code decides their weight.
 - evaluation: `(image uint8 [B, H, W, 3], meta)` with meta = {"record_index" int64 [B] (position

@@ -1,7 +1,7 @@
 """The per-person record every reader produces, and the report of what was skipped or repaired.
 
-Coordinates follow DESIGN.md section 3: continuous pixel coordinates of the original image with
-pixel centres at integers (pixel (0, 0) covers [-0.5, 0.5] x [-0.5, 0.5]), 0-based.
+Coordinates follow docs/design.md section 3.1: continuous pixel coordinates of the original
+image with pixel centres at integers (pixel (0, 0) covers [-0.5, 0.5] x [-0.5, 0.5]), 0-based.
 
 `center` and `scale` describe the region of the image the crop covers, **in pixels** (HRNet
 stores scale in units of pixel_std = 200 pixels; we do not): the crop of the model input shows

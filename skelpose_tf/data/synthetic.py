@@ -1,6 +1,6 @@
 """The synthetic people data set: COCO- and MPII-format annotations of procedural figures.
 
-The project's offline default (DESIGN.md section 6). Each image shows 0-4 procedural people
+The project's offline default (docs/design.md section 6). Each image shows 0-4 procedural people
 (`synthetic_figures`: a posed 3D skeleton drawn as shaded capsules, left limbs warm-coloured,
 right limbs cool-coloured and banded) of varied sizes on a cluttered background, overlapping each
 other, partly covered by random occluders and cut by the image border. Uses numpy and OpenCV

@@ -1,9 +1,9 @@
 """Crop geometry in numpy: box -> centre/scale, the affine crop matrix, its inverse.
 
-Convention (DESIGN.md section 3): continuous pixel coordinates with pixel centres at integers, in
-the image and in the crop; an image of width W spans x in [-0.5, W - 0.5], its centre is at
-(W - 1) / 2. `center` (x, y) and `scale` (width, height) are the region of the image that the
-crop covers, in image pixels (HRNet's scale times pixel_std = 200).
+Convention (docs/design.md section 3.1): continuous pixel coordinates with pixel centres at
+integers, in the image and in the crop; an image of width W spans x in [-0.5, W - 0.5], its
+centre is at (W - 1) / 2. `center` (x, y) and `scale` (width, height) are the region of the
+image that the crop covers, in image pixels (HRNet's scale times pixel_std = 200).
 
 The crop matrix M (2 x 3, image pixels -> crop pixels) is
 

@@ -195,7 +195,7 @@ def recover_interrupted_export(path) -> bool:
     export, is never touched by a reader. Returns True when it repaired something.
     """
     from skelpose_tf.atomic_files import PREVIOUS_SUFFIX, recover_directory
-    from skelpose_tf.export import REPORT_FILE
+    from skelpose_tf.export.bundle import REPORT_FILE
 
     path = os.path.normpath(os.fspath(path))
     for final in (path, os.path.dirname(path)):

@@ -5,7 +5,7 @@ Signatures (what TF Serving's REST `:predict` and gRPC `Predict` call):
 - `serving_default`: person crops at the model's input size.
   - input `images`: uint8 `[N, H, W, 3]` RGB, values 0-255 (normalised inside the graph).
   - outputs `keypoints` float32 `[N, K, 2]`, (x, y) in crop pixels with pixel centres at
-    integers (DESIGN.md section 3); `keypoint_scores` float32 `[N, K]`, the heatmap peaks;
+    integers (docs/design.md section 3); `keypoint_scores` float32 `[N, K]`, the heatmap peaks;
     optionally `heatmaps` float32 `[N, H/4, W/4, K]`.
 - `full_image`: one whole image and person boxes; the crops are cut inside the graph.
   - inputs `image`: uint8 `[height, width, 3]` RGB, any size; `boxes`: float32 `[M, 4]`,
@@ -36,7 +36,7 @@ as constants (`convert_variables_to_constants_v2`) in one function that both sig
 instead of as the Keras model's ~1,500 variables. For the W8 test model, writing took ~1 s
 instead of 20-40 s (Keras `ExportArchive`) and loading ~1 s instead of 7-9 s; the directory
 holds the weights once (the demo model: 3.9 MB); and the TFLite converter reads it without the
-resource-variable pitfall (`shared/reference/tf-keras-notes.md` 4b). The SavedModel is for
+resource-variable pitfall (docs/design.md section 7.3). The SavedModel is for
 serving; train further from the `.keras` file.
 
 Example:

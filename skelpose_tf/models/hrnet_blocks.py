@@ -13,7 +13,7 @@ checkpoints map onto the Keras model by name (see `skelpose_tf/convert_weights.p
 | `stage{s}_module{m}_fuse{i}_from{j}_conv` / `_bn` (j > i) | `stage{s}.{m}.fuse_layers.{i}.{j}.0` / `.1` |
 | `stage{s}_module{m}_fuse{i}_from{j}_down{k}_conv` / `_bn` (j < i) | `stage{s}.{m}.fuse_layers.{i}.{j}.{k}.0` / `.1` |
 
-Conventions (DESIGN.md section 2): convolutions have no bias, BatchNorm uses `momentum=0.9,
+Conventions (docs/design.md section 2.1): convolutions have no bias, BatchNorm uses `momentum=0.9,
 epsilon=1e-5` (PyTorch's 0.1 / 1e-5), 3x3 stride-2 convolutions pad one pixel on every side
 (`ZeroPadding2D(1)` + `valid`, as PyTorch's `padding=1`), fuse layers upsample with nearest
 neighbour. Feature maps are `[B, H, W, C]`. BatchNorm layers are `FusedBatchNormalization`

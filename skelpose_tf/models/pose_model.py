@@ -73,7 +73,7 @@ class PoseHRNet(keras.Model):
     Returns:
         Dict with `heatmaps` float32 `[B, H/4, W/4, K]` and, with the module,
         `skeletal_heatmaps` float32 `[B, H/4, W/4, S]`. Heatmap pixel (i, j) has its centre at
-        input-crop pixel `(4 j + 1.5, 4 i + 1.5)` (DESIGN.md section 3).
+        input-crop pixel `(4 j + 1.5, 4 i + 1.5)` (docs/design.md section 3.1).
 
     Example:
     ```python

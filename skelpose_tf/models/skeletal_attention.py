@@ -1,7 +1,7 @@
 """The skeletal attention module of the paper (Section II-C), as a Keras layer.
 
-Maths (DESIGN.md section 2), for stage-3 branches with T0, T1, T2 channels at 1/4, 1/8, 1/16 of
-the input:
+Maths (docs/design.md section 2.2), for stage-3 branches with T0, T1, T2 channels at 1/4, 1/8,
+1/16 of the input:
 
 1. `H_s = Conv1x1(branch0)`: S skeletal heatmaps at 1/4 resolution (supervised by `l_s`).
 2. `H_u = sum of H_s over the upper links U`, `H_l = sum over the lower links L`,

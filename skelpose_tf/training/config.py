@@ -27,7 +27,8 @@ def _setting(default, help_text, choices=None):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Settings of one training run (defaults: the official HRNet COCO W32 recipe, DESIGN.md 5).
+    """Settings of one training run (defaults: the official HRNet COCO W32 recipe,
+    docs/design.md section 5).
 
     Field names are `train.py`'s flag names; each field's meaning is its `help` metadata
     (`python train.py --helpshort` prints them all). `input_size` is `(height, width)` here and

@@ -164,7 +164,7 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
     trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
     if multi_worker:
         # Keras 3.15 reduces a PerReplica first batch eagerly in its symbolic build and fails
-        # (tf-keras-notes.md 5b); everything that build would create exists already.
+        # (docs/design.md section 7.2); everything that build would create exists already.
         trainer._maybe_symbolic_build = lambda *args, **kwargs: None
     return network, codec, trainer, lr
 

@@ -3,7 +3,7 @@
 The data pipeline delivers only images and keypoint coordinates; the trainer renders the
 keypoint and skeletal target heatmaps with the `HeatmapCodec` inside the step (on the device,
 vectorised over the batch, also under XLA), runs the network and computes the
-visibility-masked losses `l = l_k + lambda * l_s` (DESIGN.md section 3).
+visibility-masked losses `l = l_k + lambda * l_s` (docs/design.md section 3).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class PoseTrainer(keras.Model):
         skeletal_loss_weight: lambda of `l = l_k + lambda * l_s` (0.2 in the paper). A network
             without the skeletal module trains the HRNet baseline with `l = l_k`.
         vector_logs: return the logs as shape-[1] tensors (needed by Keras 3.15's
-            MultiWorkerMirroredStrategy reduction, `shared/reference/tf-keras-notes.md` 5b).
+            MultiWorkerMirroredStrategy reduction, docs/design.md section 7.2).
         micro_batches: split every training batch into this many equal micro-batches that run
             forward and backward one after the other (a `tf.while_loop`), summing their
             gradients before the single optimizer update: gradient accumulation inside one step.
