@@ -314,6 +314,14 @@ _MPII_NAMES = (
     "l_wrist",
 )  # fmt: skip
 
+# Short joint names of MPII's gt_valid.mat (`dataset_joints`), by our MPII keypoint names.
+MPII_MAT_JOINT_NAMES = {
+    "r_ankle": "rank", "r_knee": "rkne", "r_hip": "rhip", "l_hip": "lhip", "l_knee": "lkne",
+    "l_ankle": "lank", "pelvis": "pelv", "thorax": "thor", "upper_neck": "neck",
+    "head_top": "head", "r_wrist": "rwri", "r_elbow": "relb", "r_shoulder": "rsho",
+    "l_shoulder": "lsho", "l_elbow": "lelb", "l_wrist": "lwri",
+}  # fmt: skip
+
 MPII = KeypointSet(
     name="mpii",
     keypoint_names=_MPII_NAMES,

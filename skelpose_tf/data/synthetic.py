@@ -69,7 +69,7 @@ import scipy.io
 from absl import app, flags
 
 from skelpose_tf.data import synthetic_figures as figures_lib
-from skelpose_tf.keypoints import COCO, MPII
+from skelpose_tf.keypoints import COCO, MPII, MPII_MAT_JOINT_NAMES
 
 SPLITS = ("train", "val")
 _SPLIT_CODE = {"train": 0, "val": 1}
@@ -79,13 +79,6 @@ MPII_MIN_LABELLED_FRACTION = 0.75
 JPEG_QUALITY = 90
 OCCLUDER_ID = 1
 PERSON_ID_STRIDE = 64  # part-id map: person p's parts hold 64 * (p + 1) + part
-# Short joint names of MPII's gt_valid.mat (`dataset_joints`), by our MPII keypoint names.
-MPII_MAT_JOINT_NAMES = {
-    "r_ankle": "rank", "r_knee": "rkne", "r_hip": "rhip", "l_hip": "lhip", "l_knee": "lkne",
-    "l_ankle": "lank", "pelvis": "pelv", "thorax": "thor", "upper_neck": "neck",
-    "head_top": "head", "r_wrist": "rwri", "r_elbow": "relb", "r_shoulder": "rsho",
-    "l_shoulder": "lsho", "l_elbow": "lelb", "l_wrist": "lwri",
-}  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ import dataclasses
 import numpy as np
 
 from skelpose_tf.evaluation import report
+from skelpose_tf.keypoints import MPII_MAT_JOINT_NAMES
 
 HEAD_SIZE_FACTOR = 0.6  # official SC_BIAS
 PCKH_THRESHOLD = 0.5
@@ -54,12 +55,7 @@ PCKH_GROUPS = (
 EXCLUDED_FROM_MEAN = ("pelvis", "thorax")
 
 # Joint names in gt_valid.mat's `dataset_joints` -> keypoint names of the MPII set.
-_MAT_JOINT_NAMES = {
-    "rank": "r_ankle", "rkne": "r_knee", "rhip": "r_hip", "lhip": "l_hip", "lkne": "l_knee",
-    "lank": "l_ankle", "pelv": "pelvis", "thor": "thorax", "neck": "upper_neck",
-    "head": "head_top", "rwri": "r_wrist", "relb": "r_elbow", "rsho": "r_shoulder",
-    "lsho": "l_shoulder", "lelb": "l_elbow", "lwri": "l_wrist",
-}  # fmt: skip
+_MAT_JOINT_NAMES = {short: name for name, short in MPII_MAT_JOINT_NAMES.items()}
 
 
 @dataclasses.dataclass(frozen=True)
