@@ -208,10 +208,10 @@ def test_training_shards_are_disjoint_slices_of_the_global_batch(people, monkeyp
     for (images, points), (a_images, a_points), (b_images, b_points) in zip(whole, first, second):
         np.testing.assert_array_equal(images, np.concatenate([a_images, b_images]))
         np.testing.assert_array_equal(points, np.concatenate([a_points, b_points]))
-    # Each worker decodes half the people (plus what tf.data prefetches beyond the last step).
-    assert whole_loads >= 120
-    slack = whole_loads - 120
-    assert 60 <= first_loads <= 60 + slack and 60 <= second_loads <= 60 + slack
+    # Each worker decodes half the people: 60 of the 120 of 30 steps, plus the few batches that
+    # tf.data prefetches beyond the last step (a run-dependent read-ahead, up to ~10 batches).
+    assert 120 <= whole_loads <= 120 + 40
+    assert 60 <= first_loads <= 60 + 20 and 60 <= second_loads <= 60 + 20
 
 
 def _record(path, size=(16, 16)):
