@@ -6,7 +6,7 @@ sibling temporary name in the same directory (same file system, so `os.replace` 
 rename), flushes it to disk, renames it into place and syncs the directory entry.
 
 - `atomic_write(path)`: a context manager yielding a temporary path to write.
-- `write_json_atomic(path, payload)`.
+- `write_text_atomic(path, text)`, `write_json_atomic(path, payload)`.
 - `save_keras_atomic(model, path, metadata)`: a `.keras` file, with an optional JSON member
   (`KERAS_METADATA_MEMBER`) that travels inside the same zip (e.g. the validation AP of
   `best.keras`), read back by `keras_file_metadata`.
@@ -81,11 +81,16 @@ def atomic_write(path):
     _sync_directory(directory)
 
 
-def write_json_atomic(path, payload, **json_options):
-    """`json.dump(payload)` into `path`, complete or not at all."""
+def write_text_atomic(path, text):
+    """Write `text` into `path`, complete or not at all."""
     with atomic_write(path) as temporary:
         with open(temporary, "w") as file:
-            json.dump(payload, file, **{"indent": 2, "default": str, **json_options})
+            file.write(text)
+
+
+def write_json_atomic(path, payload, **json_options):
+    """`json.dump(payload)` into `path`, complete or not at all."""
+    write_text_atomic(path, json.dumps(payload, **{"indent": 2, "default": str, **json_options}))
 
 
 def save_keras_atomic(model, path, metadata=None):
@@ -177,32 +182,27 @@ def recover_directory(final):
         else:
             os.replace(previous, final)
         repaired = True
-    prefix = f".{name}.partial-"
-    for entry in os.listdir(parent or "."):
-        if entry.startswith(prefix):
-            pid = entry[len(prefix):]
-            if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-                repaired = True
-    return repaired
+    return bool(remove_stale_partials(parent or ".", name)) or repaired
 
 
-def remove_stale_partials(directory) -> list:
-    """Delete the temporary files that killed writers left in `directory` (`.*.partial-PID*`
-    of processes that no longer run); returns their names."""
+def remove_stale_partials(directory, name=None) -> list:
+    """Delete what killed writers left in `directory`: the `.<stem>.partial-<pid>*` files and
+    directories of processes that no longer run (all of them, or only the staging directories
+    `.<name>.partial-<pid>` of `name`); returns their entry names."""
+    pattern = (rf"^\.{re.escape(name)}\.partial-(\d+)$" if name else r"^\..+\.partial-(\d+)")
     removed = []
     if not os.path.isdir(directory):
         return removed
     for entry in os.listdir(directory):
-        match = re.match(r"^\..+\.partial-(\d+)", entry)
+        match = re.match(pattern, entry)
+        if not match or int(match.group(1)) == os.getpid() or _process_alive(int(match.group(1))):
+            continue
         path = os.path.join(directory, entry)
-        if match and int(match.group(1)) != os.getpid() and not _process_alive(
-                int(match.group(1))):
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.remove(path)
-            removed.append(entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(entry)
     return removed
 
 
@@ -227,10 +227,9 @@ def replace_directory(staged, final):
     recover_directory(final)
     previous = final + PREVIOUS_SUFFIX
     had_old = os.path.exists(final)
-    for path in (staged,):
-        for root, _, names in os.walk(path):
-            for file_name in names:
-                _sync_file(os.path.join(root, file_name))
+    for root, _, names in os.walk(staged):
+        for file_name in names:
+            _sync_file(os.path.join(root, file_name))
     if had_old:
         os.replace(final, previous)
     os.replace(staged, final)

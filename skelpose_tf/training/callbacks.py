@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from skelpose_tf.atomic_files import atomic_write, keras_file_metadata, save_keras_atomic
+from skelpose_tf.atomic_files import (atomic_write, keras_file_metadata, save_keras_atomic,
+                                      write_text_atomic)
 from skelpose_tf.drawing import draw_pose, heatmap_overlay, tile_images
 from skelpose_tf.models.skeletal_attention import body_attention_maps
 
@@ -116,10 +117,8 @@ class ValidationCallback(keras.callbacks.Callback):
             self.progress["best"] = best
         validations = [v for v in self.progress.get("validations", []) if v["epoch"] != epoch + 1]
         self.progress["validations"] = validations + [{"epoch": epoch + 1, **metrics}]
-        with atomic_write(os.path.join(self.run_dir, "validation.jsonl")) as temporary:
-            with open(temporary, "w") as file:
-                file.writelines(json.dumps(v, default=float) + "\n"
-                                for v in self.progress["validations"])
+        write_text_atomic(os.path.join(self.run_dir, "validation.jsonl"), "".join(
+            json.dumps(v, default=float) + "\n" for v in self.progress["validations"]))
         print(f"validation after epoch {epoch + 1}: {self.monitor} {value:.4f}"
               f"{' (best so far, saved best.keras)' if improved else ''}", flush=True)
 

@@ -10,7 +10,7 @@ import time
 import keras
 import tensorflow as tf
 
-from skelpose_tf.atomic_files import atomic_write, remove_stale_partials, write_json_atomic
+from skelpose_tf.atomic_files import remove_stale_partials, write_json_atomic, write_text_atomic
 from skelpose_tf.data.augment import AugmentConfig
 from skelpose_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from skelpose_tf.data.records import SkipReport
@@ -244,9 +244,7 @@ def _tidy_run_dir(run_dir, flags_text, out):
             print(f"run: removed {os.path.join(directory, name)}, left by a killed run",
                   file=out, flush=True)
     if flags_text is not None:
-        with atomic_write(os.path.join(run_dir, "flags.cfg")) as temporary:
-            with open(temporary, "w") as file:
-                file.write(flags_text)
+        write_text_atomic(os.path.join(run_dir, "flags.cfg"), flags_text)
 
 
 def _epoch_end_callbacks(config, role, run_state, data, keypoint_set, codec, out_dir, monitor):

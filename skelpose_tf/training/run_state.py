@@ -176,8 +176,9 @@ class RunState:
                 + ". Pass --restart to move the run's files aside and start over.")
         for line in problems:
             print(f"checkpoint: {line}", file=self.out, flush=True)
+        # The next save gets a number above every file on disk, damaged ones included.
+        self.checkpoint.save_counter.assign(max(candidates))
         if read_only:
-            self.checkpoint.save_counter.assign(max(candidates))
             return True
         for bad_number, problem in damaged:
             where = self._quarantine(bad_number)
@@ -189,8 +190,6 @@ class RunState:
                   f"{self._quarantine_path(orphan)}.", file=self.out, flush=True)
         if damaged or problems or number not in indexed:
             self._rewrite_index(number)
-        # The next save gets a number above every file on disk, damaged ones included.
-        self.checkpoint.save_counter.assign(max(candidates))
         return True
 
     def _indexed_prefixes(self):
