@@ -18,18 +18,21 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import ablation_lib, evaluate_lib  # noqa: E402
+from skelpose_tf import ablation_lib, model_flags  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
-from skelpose_tf.model_loading import load_pose_model, resolve_checkpoint  # noqa: E402
+from skelpose_tf.data import sources  # noqa: E402
+from skelpose_tf.model_loading import resolve_checkpoint  # noqa: E402
 
-_BASELINE = flags.DEFINE_string(
+_BASELINE = model_flags.define_weights_flag(
     "baseline_weights", "", "HRNet baseline checkpoint (trained with --noskeletal_attention): "
     "a .keras file, a run directory or a .weights.h5 file.")
-_SKELETAL = flags.DEFINE_string("skeletal_weights", "",
-                                "Checkpoint of the model with the skeletal attention module.")
-_DATASET = flags.DEFINE_enum("dataset", "coco", evaluate_lib.DATASETS,
+_SKELETAL = model_flags.define_weights_flag(
+    "skeletal_weights", "", "Checkpoint of the model with the skeletal attention module.")
+model_flags.define_architecture_flags(skeletal_attention=False)  # the roles fix it
+model_flags.define_decoding_flags(decoder=False)  # --decoders below
+_DATASET = flags.DEFINE_enum("dataset", "coco", sources.DATASETS,
                              "Annotation format and metric: coco (AP/AR) or mpii (PCKh).")
-_DATA_DIR = flags.DEFINE_string("data_dir", evaluate_lib.DEFAULT_DATA_DIR,
+_DATA_DIR = flags.DEFINE_string("data_dir", sources.DEFAULT_DATA_DIR,
                                 "Synthetic data set used when --ann is not given.")
 _ANN = flags.DEFINE_string("ann", "", "COCO keypoint JSON, or HRNet-layout MPII JSON.")
 _IMAGES = flags.DEFINE_string("images", "", "Folder of the annotation file's images.")
@@ -38,15 +41,9 @@ _DET_BOXES = flags.DEFINE_string("det_boxes_json", "",
 _HEAD_BOXES = flags.DEFINE_string("head_boxes", "", "MPII: gt_valid.mat-style ground truth.")
 _DECODERS = flags.DEFINE_list("decoders", list(DECODERS),
                               f"Decoders to evaluate, among {', '.join(DECODERS)}.")
-_TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder (paper Eq. 4-5).")
-_FLIP_TEST = flags.DEFINE_boolean("flip_test", True, "Average with the mirrored crop's heatmaps.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Person crops per forward pass.",
                                    lower_bound=1)
 _OUT_DIR = flags.DEFINE_string("out_dir", "runs/ablation", "Output folder.")
-_WIDTH = flags.DEFINE_integer("width", None, ".weights.h5 only: HRNet width of both models.")
-_INPUT_SIZE = flags.DEFINE_string("input_size", None, ".weights.h5 only: input HxW, e.g. 256x192.")
-_KEYPOINT_SET = flags.DEFINE_string("keypoint_set", None,
-                                    ".weights.h5 only: keypoint set (coco, mpii or a JSON file).")
 flags.register_validator("decoders", lambda names: bool(names) and set(names) <= set(DECODERS),
                          message=f"--decoders must name some of {', '.join(DECODERS)}.")
 
@@ -63,7 +60,7 @@ def _checkpoints() -> dict:
 
 def _ablation():
     checkpoints = _checkpoints()
-    source = evaluate_lib.resolve_data_source(
+    source = sources.resolve_data_source(
         _DATASET.value, _DATA_DIR.value, _ANN.value, _IMAGES.value, _DET_BOXES.value,
         _HEAD_BOXES.value)
     models = {}
@@ -71,12 +68,11 @@ def _ablation():
         # A .weights.h5 file is built in its role's architecture; a .keras file carries its
         # own, and run_ablation checks that it fits the role.
         weights_only = resolve_checkpoint(weights).endswith(".weights.h5")
-        models[role] = load_pose_model(
-            weights, _WIDTH.value, _INPUT_SIZE.value, _KEYPOINT_SET.value,
-            skeletal_attention=(role == ablation_lib.SKELETAL) if weights_only else None)
+        models[role] = model_flags.load_model(
+            weights, skeletal_attention=(role == ablation_lib.SKELETAL) if weights_only else None)
     result = ablation_lib.run_ablation(
-        models, source, _DECODERS.value, flip_test=_FLIP_TEST.value,
-        batch_size=_BATCH_SIZE.value, out_dir=_OUT_DIR.value, top_n=_TOP_N.value)
+        models, source, _DECODERS.value, flip_test=model_flags.value("flip_test"),
+        batch_size=_BATCH_SIZE.value, out_dir=_OUT_DIR.value)
     os.makedirs(_OUT_DIR.value, exist_ok=True)
     markdown_path = os.path.join(_OUT_DIR.value, "ablation.md")
     json_path = os.path.join(_OUT_DIR.value, "ablation.json")

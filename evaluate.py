@@ -22,19 +22,18 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf.codec import DECODERS  # noqa: E402
-from skelpose_tf import evaluate_lib  # noqa: E402
+from skelpose_tf import evaluate_lib, model_flags  # noqa: E402
+from skelpose_tf.data import sources  # noqa: E402
 from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 from skelpose_tf.evaluation.report import format_coco_table  # noqa: E402
-from skelpose_tf.model_loading import (describe_model, load_pose_model, model_summary,  # noqa: E402
-                                       resolve_checkpoint)
+from skelpose_tf.model_loading import describe_model, model_summary, resolve_checkpoint  # noqa: E402
 
-_WEIGHTS = flags.DEFINE_string(
-    "weights", "runs/demo", "A .keras file, a run directory (its best.keras) or a .weights.h5 "
-    "file (then give the architecture flags).")
-_DATASET = flags.DEFINE_enum("dataset", "coco", evaluate_lib.DATASETS,
+_WEIGHTS = model_flags.define_weights_flag()
+model_flags.define_architecture_flags()
+model_flags.define_decoding_flags()
+_DATASET = flags.DEFINE_enum("dataset", "coco", sources.DATASETS,
                              "Annotation format and metric: coco (AP/AR) or mpii (PCKh).")
-_DATA_DIR = flags.DEFINE_string("data_dir", evaluate_lib.DEFAULT_DATA_DIR,
+_DATA_DIR = flags.DEFINE_string("data_dir", sources.DEFAULT_DATA_DIR,
                                 "Synthetic data set used when --ann is not given.")
 _ANN = flags.DEFINE_string("ann", "", "COCO keypoint JSON, or HRNet-layout MPII JSON.")
 _IMAGES = flags.DEFINE_string("images", "", "Folder of the annotation file's images.")
@@ -47,9 +46,6 @@ _DET_BOXES = flags.DEFINE_string(
 _HEAD_BOXES = flags.DEFINE_string(
     "head_boxes", "", "MPII: gt_valid.mat-style ground truth with head boxes (default: the "
     "JSON 'headbox' fields; the synthetic set's mpii_gt_val.mat).")
-_DECODER = flags.DEFINE_enum("decoder", "weighted", DECODERS, "Heatmap decoder.")
-_TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder (paper Eq. 4-5).")
-_FLIP_TEST = flags.DEFINE_boolean("flip_test", True, "Average with the mirrored crop's heatmaps.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Person crops per forward pass.",
                                    lower_bound=1)
 _MAX_PEOPLE = flags.DEFINE_integer(
@@ -61,15 +57,6 @@ _METRICS_JSON = flags.DEFINE_string("metrics_json", "",
 _RESULTS_JSON = flags.DEFINE_string(
     "results_json", "", "Score this existing COCO results JSON against --ann instead of "
     "running a model.")
-_WIDTH = flags.DEFINE_integer("width", None, ".weights.h5 only: HRNet width (32, 48, ...).")
-_INPUT_SIZE = flags.DEFINE_string("input_size", None, ".weights.h5 only: input HxW, e.g. 256x192.")
-_KEYPOINT_SET = flags.DEFINE_string(
-    "keypoint_set", None, "Keypoint set (coco, mpii or a JSON file): .weights.h5 architecture, "
-    "or the set of a --results_json file (default coco).")
-_SKELETAL = flags.DEFINE_boolean("skeletal_attention", None,
-                                 ".weights.h5 only: with the skeletal attention module.")
-
-
 def _output_paths():
     weights = _WEIGHTS.value
     run_dir = weights if os.path.isdir(weights) else os.path.dirname(weights)
@@ -93,10 +80,10 @@ def _check_box_flags():
 
 
 def _score_results_file():
-    if not _ANN.value or _DATASET.value != evaluate_lib.COCO:
+    if not _ANN.value or _DATASET.value != sources.COCO:
         raise app.UsageError("--results_json scores a COCO results file: give --ann (the ground "
                              "truth it is scored against).")
-    keypoint_set = get_keypoint_set(_KEYPOINT_SET.value or "coco")
+    keypoint_set = get_keypoint_set(model_flags.value("keypoint_set") or "coco")
     result = evaluate_lib.score_coco_results(_RESULTS_JSON.value, _ANN.value, keypoint_set)
     print(format_coco_table(result.stats, result.box_source, title=f"COCO keypoints: "
                             f"{_RESULTS_JSON.value} on {_ANN.value}", row_label="results file"))
@@ -108,25 +95,24 @@ def _score_results_file():
 def _evaluate():
     _check_box_flags()
     resolve_checkpoint(_WEIGHTS.value)  # fail fast, before data generation or model loading
-    source = evaluate_lib.resolve_data_source(
+    source = sources.resolve_data_source(
         _DATASET.value, _DATA_DIR.value, _ANN.value, _IMAGES.value, _DET_BOXES.value,
         _HEAD_BOXES.value)
-    network, checkpoint = load_pose_model(_WEIGHTS.value, _WIDTH.value, _INPUT_SIZE.value,
-                                          _KEYPOINT_SET.value, _SKELETAL.value)
+    network, checkpoint = model_flags.load_model(_WEIGHTS.value)
     out_dir, metrics_json = _output_paths()
     print(f"model: {describe_model(network)} from {checkpoint}")
     print(f"data: {source.describe()} | person boxes: {source.box_source}", flush=True)
+    decoder = network.codec.decoder
     evaluation = evaluate_lib.evaluate_model(
-        network, source, [_DECODER.value], flip_test=_FLIP_TEST.value,
-        batch_size=_BATCH_SIZE.value, out_dir=out_dir, top_n=_TOP_N.value,
-        max_people=_MAX_PEOPLE.value)[_DECODER.value]
+        network, source, [decoder], flip_test=model_flags.value("flip_test"),
+        batch_size=_BATCH_SIZE.value, out_dir=out_dir, max_people=_MAX_PEOPLE.value)[decoder]
     for note in evaluation.notes:
         print(f"note: {note}")
     title = f"{source.dataset.upper()} {os.path.basename(source.annotation_file)}"
     print(evaluation.format_table(title=title, row_label=describe_model(network)))
     metrics = {"weights": checkpoint, "model": model_summary(network),
                "data": source.to_dict(), "batch_size": _BATCH_SIZE.value,
-               "top_n": _TOP_N.value, "max_people": _MAX_PEOPLE.value, **evaluation.to_dict()}
+               "max_people": _MAX_PEOPLE.value, **evaluation.to_dict()}
     _write_json(metrics_json, metrics)
     for name, path in evaluation.files.items():
         print(f"{name}: {path}")

@@ -37,13 +37,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import export  # noqa: E402
+from skelpose_tf import export, model_flags  # noqa: E402
 from skelpose_tf.atomic_files import replace_directory  # noqa: E402
-from skelpose_tf.codec import DECODERS  # noqa: E402
 from skelpose_tf.export import QUANTIZATIONS  # noqa: E402
 
-_WEIGHTS = flags.DEFINE_string(
-    "weights", "runs/demo", "A .keras file or a run directory (its best.keras).")
+_WEIGHTS = model_flags.define_weights_flag()
+model_flags.define_architecture_flags()
+model_flags.define_decoding_flags(
+    flip_test_help="Average with the mirrored crop's heatmaps inside the graph.")
 _FORMAT = flags.DEFINE_enum(
     "format", "auto", ["auto", "all", "saved_model", "tflite"],
     "What to write; auto: tflite when --out ends in .tflite, else all.")
@@ -59,10 +60,6 @@ _HEATMAP_QUANTIZATION = flags.DEFINE_list(
 _VARIANT = flags.DEFINE_enum(
     "variant", "keypoints", ["keypoints", "heatmaps"],
     "--format=tflite: keypoints (MoveNet contract, decoder inside) or heatmaps (network only).")
-_DECODER = flags.DEFINE_enum("decoder", "weighted", DECODERS, "Heatmap decoder in the graph.")
-_TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder.", lower_bound=1)
-_FLIP_TEST = flags.DEFINE_boolean("flip_test", True,
-                                  "Average with the mirrored crop's heatmaps inside the graph.")
 _SAVED_MODEL_HEATMAPS = flags.DEFINE_boolean(
     "saved_model_heatmaps", True, "serving_default also returns the heatmaps.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/synthetic",
@@ -116,7 +113,7 @@ def _out_path(weights):
 
 def _data_files(needs_calibration):
     """(verification ann, images), (calibration ann, images) or None without int8."""
-    from skelpose_tf.evaluate_lib import ensure_synthetic_dataset
+    from skelpose_tf.data.sources import ensure_synthetic_dataset
 
     for annotation, images, names in ((_ANN.value, _IMAGES.value, "--ann/--images"),
                                       (_CALIBRATION_ANN.value, _CALIBRATION_IMAGES.value,
@@ -137,10 +134,11 @@ def _data_files(needs_calibration):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # TF's SavedModel writer logs at INFO
-    from skelpose_tf.model_loading import describe_model, load_pose_model
+    from skelpose_tf.inference import PosePredictor
+    from skelpose_tf.model_loading import describe_model
 
     quantizations = _quantizations()
-    network, source = load_pose_model(_WEIGHTS.value)
+    network, source = model_flags.load_model(_WEIGHTS.value)
     out_path = _out_path(_WEIGHTS.value)
     print(f"model: {describe_model(network)} from {source}", flush=True)
     needs_calibration = "int8" in (*quantizations, *(_HEATMAP_QUANTIZATION.value
@@ -155,7 +153,7 @@ def main(argv):
     print(f"data: {len(verification)} verification crops from {ann}"
           + (f", {len(calibration)} calibration crops from {calibration_files[0]}"
              if calibration_files else ""), flush=True)
-    options = dict(decoder=_DECODER.value, flip_test=_FLIP_TEST.value, top_n=_TOP_N.value)
+    options = dict(flip_test=model_flags.value("flip_test"))  # decoding: network.codec
 
     if _format() == "all":
         rejected = None
@@ -177,10 +175,9 @@ def main(argv):
         return
 
     graph = export.ServingGraph(network, **options)
-    flip_test = _FLIP_TEST.value and not (_format() == "tflite"
-                                          and _VARIANT.value == "heatmaps")
-    reference = export.KerasRunner(graph.network, _DECODER.value, flip_test,
-                                   _TOP_N.value).predict(verification)
+    flip_test = options["flip_test"] and not (_format() == "tflite"
+                                              and _VARIANT.value == "heatmaps")
+    reference = PosePredictor(graph.network, graph.codec, flip_test).predict(verification)
     quantization = quantizations[0] if _format() == "tflite" else "float32"
     tolerance = export.DEFAULT_TOLERANCES[quantization]
     if _format() == "saved_model":

@@ -19,31 +19,20 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import predict_lib  # noqa: E402
-from skelpose_tf.codec import DECODERS  # noqa: E402
-from skelpose_tf.model_loading import (describe_model, load_pose_model,  # noqa: E402
-                                       resolve_checkpoint)
+from skelpose_tf import model_flags, predict_lib  # noqa: E402
+from skelpose_tf.model_loading import describe_model, resolve_checkpoint  # noqa: E402
 
-_WEIGHTS = flags.DEFINE_string(
-    "weights", "runs/demo", "A .keras file, a run directory (its best.keras) or a .weights.h5 "
-    "file (then give the architecture flags).")
+_WEIGHTS = model_flags.define_weights_flag()
+model_flags.define_architecture_flags()
+model_flags.define_decoding_flags()
 _IMAGE = flags.DEFINE_string("image", None, "An image file, or a folder of images.")
 _BOXES = flags.DEFINE_string("boxes", "", "Optional JSON of person boxes [x, y, w, h] per image.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "predictions", "Output folder.")
-_DECODER = flags.DEFINE_enum("decoder", "weighted", DECODERS, "Heatmap decoder.")
-_TOP_N = flags.DEFINE_integer("top_n", 20, "N of the weighted decoder (paper Eq. 4-5).")
-_FLIP_TEST = flags.DEFINE_boolean("flip_test", True, "Average with the mirrored crop's heatmaps.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Person crops per forward pass.",
                                    lower_bound=1)
 _SHOW_MAPS = flags.DEFINE_boolean("show_maps", False,
                                   "Also write each person's heatmap / attention-map panel.")
 _THRESHOLD = flags.DEFINE_float("draw_threshold", 0.3, "Draw keypoints scoring above this.")
-_WIDTH = flags.DEFINE_integer("width", None, ".weights.h5 only: HRNet width (32, 48, ...).")
-_INPUT_SIZE = flags.DEFINE_string("input_size", None, ".weights.h5 only: input HxW, e.g. 256x192.")
-_KEYPOINT_SET = flags.DEFINE_string("keypoint_set", None,
-                                    ".weights.h5 only: keypoint set (coco, mpii or a JSON file).")
-_SKELETAL = flags.DEFINE_boolean("skeletal_attention", None,
-                                 ".weights.h5 only: with the skeletal attention module.")
 flags.mark_flag_as_required("image")
 
 
@@ -51,16 +40,15 @@ def _predict():
     images = predict_lib.list_images(_IMAGE.value)
     boxes = predict_lib.read_boxes_file(_BOXES.value, images) if _BOXES.value else None
     resolve_checkpoint(_WEIGHTS.value)
-    network, checkpoint = load_pose_model(_WEIGHTS.value, _WIDTH.value, _INPUT_SIZE.value,
-                                          _KEYPOINT_SET.value, _SKELETAL.value)
+    network, checkpoint = model_flags.load_model(_WEIGHTS.value)
     print(f"model: {describe_model(network)} from {checkpoint}", flush=True)
+    flip_test = model_flags.value("flip_test")
     predictions = predict_lib.predict_images(
-        network, images, boxes, _BOXES.value, decoder=_DECODER.value,
-        flip_test=_FLIP_TEST.value, batch_size=_BATCH_SIZE.value, top_n=_TOP_N.value)
+        network, images, boxes, _BOXES.value, flip_test=flip_test,
+        batch_size=_BATCH_SIZE.value, keep_maps=_SHOW_MAPS.value)
     payload = predict_lib.write_outputs(
-        predictions, network, _OUT_DIR.value, weights=checkpoint, decoder=_DECODER.value,
-        flip_test=_FLIP_TEST.value, show_maps=_SHOW_MAPS.value, threshold=_THRESHOLD.value,
-        top_n=_TOP_N.value)
+        predictions, network, _OUT_DIR.value, weights=checkpoint, flip_test=flip_test,
+        show_maps=_SHOW_MAPS.value, threshold=_THRESHOLD.value)
     for entry in payload["images"]:
         people = len(entry["people"])
         print(f"{entry['image']}: {people} {'person' if people == 1 else 'people'} "

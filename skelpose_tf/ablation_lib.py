@@ -27,7 +27,8 @@ import os
 import sys
 
 from skelpose_tf.codec import DECODERS
-from skelpose_tf.evaluate_lib import COCO, DataSource, evaluate_model
+from skelpose_tf.data.sources import COCO, DataSource
+from skelpose_tf.evaluate_lib import evaluate_model
 from skelpose_tf.evaluation.report import (
     COCO_TABLE_COLUMNS,
     MEAN_AT_0_1_COLUMN,
@@ -192,15 +193,16 @@ class AblationResult:
 
 
 def run_ablation(models: dict, source: DataSource, decoders=DECODERS, *, flip_test=True,
-                 batch_size=32, out_dir="ablation", top_n=20, log_every=50,
+                 batch_size=32, out_dir="ablation", log_every=50,
                  out=sys.stdout) -> AblationResult:
     """Evaluate each model with each decoder and assemble the Table III rows.
 
     Args:
-        models: {"baseline" and/or "skeletal": (network, checkpoint path)}.
-        source: the evaluation data (`skelpose_tf.evaluate_lib.resolve_data_source`).
+        models: {"baseline" and/or "skeletal": (network, checkpoint path)}; each is decoded
+            with its own codec settings (sigma, N of `weighted`, pixel convention).
+        source: the evaluation data (`skelpose_tf.data.sources.resolve_data_source`).
         decoders: the decoders to evaluate (the paper's rows need `quarter` and `weighted`).
-        flip_test, batch_size, top_n, log_every, out: as `evaluate_lib.evaluate_model`.
+        flip_test, batch_size, log_every, out: as `evaluate_lib.evaluate_model`.
         out_dir: each model's results files go to `<out_dir>/<role>/`.
 
     Returns:
@@ -216,7 +218,7 @@ def run_ablation(models: dict, source: DataSource, decoders=DECODERS, *, flip_te
               flush=True)
         evaluations[role] = evaluate_model(
             network, source, decoders, flip_test=flip_test, batch_size=batch_size,
-            out_dir=os.path.join(out_dir, role), top_n=top_n, log_every=log_every, out=out)
+            out_dir=os.path.join(out_dir, role), log_every=log_every, out=out)
         described[role] = {"weights": checkpoint, "description": describe_model(network),
                            **model_summary(network)}
     return AblationResult(source, described, bool(flip_test), ablation_rows(evaluations))

@@ -100,6 +100,17 @@ from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 
 DECODERS = ("weighted", "argmax", "quarter", "dark")
 PIXEL_CONVENTIONS = ("centered", "hrnet")
+# HRNet's heatmaps are at 1/4 of the input resolution.
+HEATMAP_STRIDE = 4
+DEFAULT_DECODER = "weighted"
+# N of the weighted decoder (paper Eq. 4-5).
+DEFAULT_TOP_N = 20
+# Heatmap-to-input mapping x_in = x_h * stride + offset of each pixel convention, in input
+# pixels per stride: 0.5 * stride - 0.5 ("centered") or 0 ("hrnet"); see the module docstring.
+_CONVENTION_FORMULAS = {
+    "centered": "x_crop = (x_heatmap + 0.5) * stride - 0.5, y likewise",
+    "hrnet": "x_crop = x_heatmap * stride, y likewise",
+}
 
 
 def check_pixel_convention(pixel_convention, owner=""):
@@ -107,6 +118,13 @@ def check_pixel_convention(pixel_convention, owner=""):
     if pixel_convention not in PIXEL_CONVENTIONS:
         raise ValueError(f"{owner}pixel_convention must be one of {PIXEL_CONVENTIONS}. "
                          f"Received: pixel_convention={pixel_convention!r}")
+
+
+
+def default_sigma(input_size, stride: int = HEATMAP_STRIDE) -> float:
+    """Official HRNet keypoint sigma in heatmap pixels: 2 for 64x48 / 64x64 heatmaps, 3 from
+    96-pixel-high heatmaps on (384x288 inputs)."""
+    return 3.0 if int(input_size[0]) // stride >= 96 else 2.0
 
 # Below this squared length (heatmap pixels^2) a segment's projection parameter is computed
 # against this value instead, which keeps zero-length links finite (they render as points).
@@ -179,7 +197,8 @@ class HeatmapCodec:
         keypoint_set: a `KeypointSet`, a built-in name ("coco", "mpii"), a JSON path or a
             config dict (see `skelpose_tf.keypoints.get_keypoint_set`).
         stride: input pixels per heatmap pixel (4 for HRNet).
-        sigma: keypoint Gaussian std in heatmap pixels (2 for 64x48 maps, 3 for 96x72).
+        sigma: keypoint Gaussian std in heatmap pixels (None: `default_sigma`, 2 for 64x48
+            maps, 3 for 96x72).
         skeletal_sigma: skeletal line Gaussian std in heatmap pixels (1 in the paper).
         decoder: default decoding method, one of `DECODERS`.
         top_n: default N of the `weighted` decoder (20 in the paper).
@@ -200,11 +219,11 @@ class HeatmapCodec:
         self,
         input_size: Sequence[int],
         keypoint_set="coco",
-        stride: int = 4,
-        sigma: float = 2.0,
+        stride: int = HEATMAP_STRIDE,
+        sigma: float | None = None,
         skeletal_sigma: float = 1.0,
-        decoder: str = "weighted",
-        top_n: int = 20,
+        decoder: str = DEFAULT_DECODER,
+        top_n: int = DEFAULT_TOP_N,
         use_joint_weights: bool = False,
         pixel_convention: str = "centered",
     ):
@@ -220,6 +239,8 @@ class HeatmapCodec:
                 "HeatmapCodec: input_size must be (H, W), two positive integers divisible by "
                 f"stride={stride}. Received: input_size={input_size!r}"
             )
+        if sigma is None:
+            sigma = default_sigma(input_size, stride)
         if not sigma > 0:
             raise ValueError(f"HeatmapCodec: sigma must be positive. Received: sigma={sigma!r}")
         if not skeletal_sigma > 0:
@@ -278,6 +299,26 @@ class HeatmapCodec:
     @classmethod
     def from_config(cls, config: dict) -> "HeatmapCodec":
         return cls(**config)
+
+    def replace(self, **changes) -> "HeatmapCodec":
+        """A codec with some constructor arguments changed (e.g. `decoder="dark"`); None values
+        keep the current setting."""
+        config = self.get_config()
+        config.update({name: value for name, value in changes.items() if value is not None})
+        return HeatmapCodec.from_config(config)
+
+    def describe_decoding(self) -> dict:
+        """JSON-ready decoding contract (export metadata, run summaries): the decoder, its N,
+        sigma, stride, pixel convention, and the heatmap-to-crop mapping both as a formula and
+        as `x_crop = x_heatmap * scale + offset` numbers a client can apply."""
+        offset = 0.0 if self.pixel_convention == "hrnet" else 0.5 * self.stride - 0.5
+        return {
+            "method": self.decoder, "top_n": self.top_n, "sigma": self.sigma,
+            "stride": self.stride, "pixel_convention": self.pixel_convention,
+            "heatmap_to_crop": {"formula": _CONVENTION_FORMULAS[self.pixel_convention],
+                                "scale": float(self.stride), "offset": offset},
+            "score": "the heatmap's peak value (0: keypoint not found)",
+        }
 
     # Coordinates -----------------------------------------------------------------------------
     def to_heatmap_coordinates(self, points):

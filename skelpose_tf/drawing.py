@@ -1,6 +1,7 @@
 """Pictures of poses: skeletons on images, heatmap overlays and captioned grids (OpenCV, numpy).
 
-Used by the contact sheet of the synthetic data, `predict.py` and the TensorBoard image logs.
+Used by the contact sheet of the synthetic data, `predict.py` and the TensorBoard image logs;
+`pose_panels` / `maps_panel` draw a model's maps (heatmaps, skeletal heatmaps, body attention).
 Images are RGB uint8 [H, W, 3]; keypoints are (x, y) pixels with pixel centres at integers (the
 project's convention), drawn with sub-pixel precision. The side of a keypoint comes from its name
 in the keypoint set ("l_"/"left" = left, "r_"/"right" = right, anything else = centre), so any
@@ -208,3 +209,110 @@ def tile_images(images, cols, captions=None, pad=2, caption_height=14, backgroun
                         scale, (235, 235, 235), 1, cv2.LINE_AA)  # fmt: skip
         grid[y + text_h:y + text_h + im.shape[0], x:x + im.shape[1]] = im
     return grid
+
+
+# Panels of the model's maps (TensorBoard pictures, `predict.py --show_maps`) ---------------------
+MIN_PANEL_CROP_WIDTH = 160
+PANEL_CAPTION_HEIGHT = 20
+PANEL_CAPTIONS = {
+    "crop": "(a) crop, pose",
+    "skeletal_heatmaps": "(b) skeletal",
+    "keypoint_heatmaps": "(f) keypoints",
+    "attention": "(c-e) body attention maps",
+}
+
+
+def body_maps(skeletal_heatmaps, keypoint_set: KeypointSet) -> tuple:
+    """Upper-, lower- and full-body attention maps (paper Eq. 2-3) of skeletal heatmaps.
+
+    Args:
+        skeletal_heatmaps: float [B, h, w, S].
+        keypoint_set: names the links of the upper and lower body.
+
+    Returns:
+        (upper, lower, full), each float32 [B, h, w].
+    """
+    from skelpose_tf.models.skeletal_attention import body_attention_maps
+
+    maps = body_attention_maps(np.asarray(skeletal_heatmaps, np.float32),
+                               keypoint_set.upper_link_indices, keypoint_set.lower_link_indices)
+    return tuple(np.asarray(m)[..., 0] for m in maps)
+
+
+def pose_panels(crops, keypoints, scores, heatmaps, keypoint_set: KeypointSet,
+                skeletal_heatmaps=None, threshold=0.2) -> dict:
+    """Pictures of a model's outputs on person crops, one column (or row) per crop.
+
+    Args:
+        crops: uint8 [B, H, W, 3] input crops.
+        keypoints: float [B, K, 2] decoded keypoints in crop pixels; scores: float [B, K].
+        heatmaps: float [B, h, w, K] keypoint heatmaps.
+        keypoint_set: the model's keypoint set.
+        skeletal_heatmaps: float [B, h, w, S], for a model with the skeletal module.
+        threshold: keypoints scoring above it are drawn.
+
+    Returns:
+        Dict of RGB uint8 panels: `skeletons` (poses on the crops), `keypoint_heatmaps` (max
+        over keypoints) and, with skeletal heatmaps, `skeletal_heatmaps` (max over links) and
+        `attention` (upper | lower | full-body maps, one row per crop; paper Fig. 1-2).
+    """
+    crops = np.asarray(crops)
+    heatmaps = np.asarray(heatmaps)
+    panels = {
+        "skeletons": tile_images(
+            [draw_pose(img, kp, sc, keypoint_set, threshold=threshold)
+             for img, kp, sc in zip(crops, np.asarray(keypoints), np.asarray(scores))],
+            cols=len(crops)),
+        "keypoint_heatmaps": tile_images(
+            [heatmap_overlay(img, hm.max(axis=-1)) for img, hm in zip(crops, heatmaps)],
+            cols=len(crops)),
+    }
+    if skeletal_heatmaps is not None:
+        skeletal = np.asarray(skeletal_heatmaps)
+        upper, lower, full = body_maps(skeletal, keypoint_set)
+        panels["skeletal_heatmaps"] = tile_images(
+            [heatmap_overlay(img, sk.max(axis=-1)) for img, sk in zip(crops, skeletal)],
+            cols=len(crops))
+        tiles, captions = [], []
+        for i, img in enumerate(crops):
+            for name, maps in (("upper", upper), ("lower", lower), ("full", full)):
+                peak = max(float(maps[i].max()), 1e-6)
+                tiles.append(heatmap_overlay(img, maps[i], value_range=(0.0, peak)))
+                captions.append(name)
+        panels["attention"] = tile_images(tiles, cols=3, captions=captions)
+    return panels
+
+
+def maps_panel(crop, keypoints, scores, heatmaps, keypoint_set: KeypointSet,
+               skeletal_heatmaps=None, threshold=0.3) -> np.ndarray:
+    """The paper's Fig. 1-2 panel of one person crop, RGB uint8.
+
+    Top row: (a) the crop with its pose, (b) skeletal heatmaps, (f) keypoint heatmaps; bottom
+    row, for a model with the skeletal module: (c-e) the upper-, lower- and full-body
+    attention maps. Crops narrower than `MIN_PANEL_CROP_WIDTH` are shown enlarged by an
+    integer factor, so that the maps and captions stay readable.
+
+    Args:
+        crop: uint8 [H, W, 3]; keypoints: float [K, 2] crop pixels; scores: float [K].
+        heatmaps: float [h, w, K]; skeletal_heatmaps: float [h, w, S] or None.
+        keypoint_set: the model's keypoint set.
+        threshold: keypoints scoring above it are drawn.
+    """
+    crop = np.asarray(crop)
+    panels = pose_panels(crop[None], np.asarray(keypoints)[None], np.asarray(scores)[None],
+                         np.asarray(heatmaps)[None], keypoint_set,
+                         None if skeletal_heatmaps is None else np.asarray(skeletal_heatmaps)[None],
+                         threshold=threshold)
+    panels["crop"] = panels.pop("skeletons")
+    factor = max(1, -(-MIN_PANEL_CROP_WIDTH // crop.shape[1]))
+    panels = {name: cv2.resize(panel, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
+              for name, panel in panels.items()}
+    top = [name for name in ("crop", "skeletal_heatmaps", "keypoint_heatmaps") if name in panels]
+    rows = [tile_images([panels[name] for name in top], cols=len(top),
+                        captions=[PANEL_CAPTIONS[name] for name in top],
+                        caption_height=PANEL_CAPTION_HEIGHT)]
+    captions = [""]
+    if "attention" in panels:
+        rows.append(panels["attention"])
+        captions.append(PANEL_CAPTIONS["attention"])
+    return tile_images(rows, cols=1, captions=captions, caption_height=PANEL_CAPTION_HEIGHT)

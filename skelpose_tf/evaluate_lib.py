@@ -1,25 +1,26 @@
-"""Model + data -> metrics: COCO keypoint AP/AR and MPII PCKh of a pose network.
+"""Model + data -> metrics: COCO keypoint AP/AR and MPII PCKh of a pose model.
 
-Used by `evaluate.py`, `ablation.py` and training's final evaluation. One forward pass per
-person (flip-averaged when `flip_test`, `skelpose_tf.inference.PosePredictor`) is decoded by
-one or several decoders from the same heatmaps; each decoder's keypoints, mapped back to
-original-image pixels through the inverse crop transform, are scored separately:
+Used by `evaluate.py`, `ablation.py`, training's validation and final evaluation, and the AP of
+the exports. The model is a Keras `PoseHRNet` or any runner (`skelpose_tf.inference`: an
+exported SavedModel or TFLite model); it runs once per person through the one inference path
+(`skelpose_tf.inference.predict_records`: crops, flip test, decoding, back to original-image
+pixels), and one or several decoders read the same heatmaps. Each decoder is scored separately:
 
-- COCO (`evaluate_coco_model`): person boxes from the ground truth (paper Table I) or from a
+- COCO (`evaluate_coco_decoders`): person boxes from the ground truth (paper Table I) or from a
   detector file (`COCO_val2017_detections_AP_H_56_person.json` format); rescoring, OKS-NMS,
   the results JSON and pycocotools' COCOeval as the official HRNet evaluation
-  (`skelpose_tf.inference.coco_evaluate`). Every result names its box source.
-- MPII (`evaluate_mpii_model`): the annotation's person centres and scales, PCKh@0.5 per joint
-  group and the @0.5 / @0.1 means with head size 0.6 x head-box diagonal (@0.1 both at the
-  official code's threshold 0.11, as the paper, and at exactly 0.1). With a
+  (`skelpose_tf.evaluation.coco_metric.coco_evaluate`). Every result names its box source.
+- MPII (`evaluate_mpii_decoders`): the annotation's person centres and scales, PCKh@0.5 per
+  joint group and the @0.5 / @0.1 means with head size 0.6 x head-box diagonal (@0.1 both at
+  the official code's threshold 0.11, as the paper, and at exactly 0.1). With a
   `gt_valid.mat`-style file the ground truth comes from it, as the official code; people
   without a prediction (an unreadable image) then count as misses.
 
-Data default to the synthetic data set (`resolve_data_source`), so everything runs offline.
+Data come from a `skelpose_tf.data.sources.DataSource` (the synthetic data set by default).
 
 Example:
     source = resolve_data_source("coco", data_dir="data/synthetic")
-    evaluation = evaluate_model(network, source, decoders=["weighted"], out_dir="runs/x/eval")
+    evaluation = evaluate_model(network, source, out_dir="runs/x/eval")
     print(evaluation["weighted"].format_table(title="synthetic val", row_label="W32"))
 """
 
@@ -29,7 +30,6 @@ import dataclasses
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import scipy.io
@@ -37,15 +37,17 @@ import scipy.io
 from skelpose_tf.codec import DECODERS
 from skelpose_tf.data.coco import read_coco_detections, read_coco_keypoints
 from skelpose_tf.data.mpii import read_mpii
-from skelpose_tf.data.pipeline import make_eval_dataset
 from skelpose_tf.data.records import SkipReport
+from skelpose_tf.data.sources import COCO, MPII, MPII_BOX_SOURCE, DataSource
 from skelpose_tf.evaluation import report
 from skelpose_tf.evaluation.coco_metric import (
     GROUND_TRUTH_BOXES,
     CocoKeypointMetric,
     CocoKeypointResult,
+    coco_evaluate,
     detector_box_source,
     evaluate_results_file,
+    keypoint_category,
     load_coco_ground_truth,
 )
 from skelpose_tf.evaluation.mpii_pckh import (
@@ -55,124 +57,7 @@ from skelpose_tf.evaluation.mpii_pckh import (
     compute_pckh,
     read_mpii_gt_mat,
 )
-from skelpose_tf.inference import PosePredictor, codec_for_model, coco_evaluate, run_inference
-
-COCO = "coco"
-MPII = "mpii"
-DATASETS = (COCO, MPII)
-DEFAULT_DATA_DIR = "data/synthetic"
-MPII_BOX_SOURCE = "MPII annotated person centres and scales"
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSource:
-    """The people an evaluation runs on.
-
-    Attributes:
-        dataset: "coco" (COCO keypoint format, AP/AR) or "mpii" (HRNet's MPII JSON, PCKh).
-        annotation_file: COCO keypoint JSON or MPII JSON.
-        image_dir: folder the annotation's file names are relative to.
-        det_boxes_json: COCO only: detector boxes ("" = ground-truth boxes).
-        head_boxes: MPII only: `gt_valid.mat`-style ground truth ("" = the JSON `headbox`
-            fields and joints).
-        synthetic_dir: the synthetic data set's root when the files are its own, else "".
-    """
-
-    dataset: str
-    annotation_file: str
-    image_dir: str
-    det_boxes_json: str = ""
-    head_boxes: str = ""
-    synthetic_dir: str = ""
-
-    @property
-    def box_source(self) -> str:
-        """Which person boxes the predictions use, for every report."""
-        if self.dataset == MPII:
-            return MPII_BOX_SOURCE
-        if self.det_boxes_json:
-            return detector_box_source(self.det_boxes_json)
-        return GROUND_TRUTH_BOXES
-
-    def describe(self) -> str:
-        """One line: data set, annotation file and, for the synthetic set, its root."""
-        where = f"synthetic data set in {self.synthetic_dir}, " if self.synthetic_dir else ""
-        return f"{self.dataset.upper()} format: {where}{self.annotation_file}"
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "box_source": self.box_source}
-
-
-def ensure_synthetic_dataset(data_dir: str, out=sys.stdout):
-    """The synthetic data set's `DatasetPaths` in `data_dir`, generated first if missing.
-
-    Generated with the generator's defaults (2000 train + 200 val images, seed 0), the same set
-    training's default makes, so a later `train.py` run finds it ready.
-    """
-    from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
-
-    paths = dataset_paths(data_dir)
-    if not paths.exists():
-        print(f"data: generating the synthetic data set in {data_dir} (first use; it is kept)",
-              file=out, flush=True)
-        paths = generate_dataset(data_dir, seed=0, workers=os.cpu_count() or 1)
-    return paths
-
-
-def _require_file(path: str, what: str) -> None:
-    if not os.path.isfile(path):
-        raise ValueError(f"{what} not found: {path}")
-
-
-def resolve_data_source(dataset: str, data_dir: str = DEFAULT_DATA_DIR, annotation_file: str = "",
-                        image_dir: str = "", det_boxes_json: str = "", head_boxes: str = "",
-                        out=sys.stdout) -> DataSource:
-    """Check the evaluation inputs; without an annotation file, use the synthetic data set.
-
-    Args:
-        dataset: "coco" or "mpii".
-        data_dir: the synthetic data set's root, used (and generated if missing) when no
-            `annotation_file` is given; its val split is evaluated (for MPII with its
-            `mpii_gt_val.mat` head boxes unless `head_boxes` is given).
-        annotation_file, image_dir: a COCO keypoint JSON or an MPII JSON and its image folder
-            (both or neither).
-        det_boxes_json: COCO only: detector boxes instead of the ground-truth boxes.
-        head_boxes: MPII only: a `gt_valid.mat`-style file.
-        out: stream for the generation message.
-
-    Raises:
-        ValueError: an unknown data set, a flag that does not apply to it, or a missing file.
-    """
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}. Received: dataset={dataset!r}")
-    if dataset == MPII and det_boxes_json:
-        raise ValueError("Detector boxes (--det_boxes_json) apply to COCO only; MPII is evaluated "
-                         "on its annotated person centres and scales, as the official code.")
-    if dataset == COCO and head_boxes:
-        raise ValueError("Head boxes (--head_boxes) apply to MPII only (--dataset=mpii).")
-    if bool(annotation_file) != bool(image_dir):
-        raise ValueError("Pass both the annotation file (--ann) and its image folder (--images), "
-                         "or neither to use the synthetic data set. Received: "
-                         f"ann={annotation_file!r}, images={image_dir!r}")
-    synthetic_dir = ""
-    if not annotation_file:
-        paths = ensure_synthetic_dataset(data_dir, out)
-        synthetic_dir = data_dir
-        image_dir = paths.val_images
-        if dataset == COCO:
-            annotation_file = paths.val_annotations
-        else:
-            annotation_file = paths.mpii_val
-            head_boxes = head_boxes or paths.mpii_gt_val
-    _require_file(annotation_file, "Annotation file (--ann)")
-    if not os.path.isdir(image_dir):
-        raise ValueError(f"Image folder (--images) not found: {image_dir}")
-    if det_boxes_json:
-        _require_file(det_boxes_json, "Detector box file (--det_boxes_json)")
-    if head_boxes:
-        _require_file(head_boxes, "Head box file (--head_boxes)")
-    return DataSource(dataset, annotation_file, image_dir, det_boxes_json, head_boxes,
-                      synthetic_dir)
+from skelpose_tf.inference import predict_records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,6 +75,8 @@ class Evaluation:
             "pred_mat": official-layout pred.mat}.
         notes: extra facts for the report (skipped inputs, people without a prediction).
         seconds: inference time of the forward pass (shared by all decoders of one pass).
+        decoding: the codec's decoding contract (`HeatmapCodec.describe_decoding`: decoder,
+            top_n, sigma, stride, pixel convention).
     """
 
     dataset: str
@@ -201,6 +88,7 @@ class Evaluation:
     files: dict
     notes: tuple
     seconds: float
+    decoding: dict = dataclasses.field(default_factory=dict)
 
     @property
     def table_row(self) -> dict:
@@ -233,6 +121,7 @@ class Evaluation:
             "files": dict(self.files),
             "notes": list(self.notes),
             "inference_seconds": round(self.seconds, 2),
+            "decoding": dict(self.decoding),
         }
         if self.dataset == COCO:
             fields.update({k: v for k, v in self.metric.to_dict().items() if k not in fields})
@@ -241,20 +130,17 @@ class Evaluation:
         return fields
 
 
-def _predict(network, records, decoders, flip_test, batch_size, top_n, skip_report, log_every,
-             out):
-    """Flip-tested inference over `records`; `run_inference` output plus the elapsed seconds."""
-    codec = codec_for_model(network, decoder=decoders[0], top_n=top_n)
-    predictor = PosePredictor(network, codec, flip_test=flip_test)
-    dataset = make_eval_dataset(records, network.keypoint_set, network.input_size, batch_size,
-                                report=skip_report)
-    started = time.time()
-    predictions = run_inference(predictor, dataset, decoders=decoders, log_every=log_every,
-                                out=out)
-    return predictions, time.time() - started
+def _runner(model, flip_test, decoder):
+    """The runner of `model`: a Keras network with its codec, or an exported model as it is."""
+    from skelpose_tf.export.runtime import open_runner
+
+    return open_runner(model, flip_test=flip_test, decoder=decoder)
 
 
-def _check_decoders(decoders) -> list:
+def _check_decoders(decoders, runner) -> list:
+    """The decoders to score: the runner's own when None, else the given names checked."""
+    if decoders is None:
+        return [runner.codec.decoder]
     decoders = [decoders] if isinstance(decoders, str) else list(decoders)
     unknown = [d for d in decoders if d not in DECODERS]
     if not decoders or unknown:
@@ -284,54 +170,34 @@ def first_images(records, max_people: int) -> list:
     return subset
 
 
-def _annotated_keypoint_count(coco_gt) -> int | None:
-    """Keypoints per person of the file's keypoint category (None when it names none)."""
-    named = [c for c in coco_gt.dataset.get("categories", []) if c.get("keypoints")]
-    if len(named) == 1:
-        return len(named[0]["keypoints"])
-    annotations = [a for a in coco_gt.dataset.get("annotations", []) if a.get("keypoints")]
-    return len(annotations[0]["keypoints"]) // 3 if annotations else None
-
-
-def _check_coco_keypoints(network, annotation_file) -> None:
-    """Refuse a network of another keypoint set before any inference runs."""
-    count = _annotated_keypoint_count(load_coco_ground_truth(annotation_file))
-    keypoint_set = network.keypoint_set
-    if count is not None and count != keypoint_set.num_keypoints:
+def _check_coco_keypoints(keypoint_set, annotation_file) -> None:
+    """Refuse a model of another keypoint set before any inference runs."""
+    _, count = keypoint_category(load_coco_ground_truth(annotation_file), annotation_file)
+    if count != keypoint_set.num_keypoints:
         raise ValueError(
-            f"The network predicts {keypoint_set.num_keypoints} keypoints (keypoint set "
+            f"The model predicts {keypoint_set.num_keypoints} keypoints (keypoint set "
             f"{keypoint_set.name!r}) but {annotation_file} annotates {count} per person: the "
             "weights belong to another keypoint set."
         )
 
 
-def evaluate_coco_model(network, annotation_file, image_dir, det_boxes_json="", *,
-                        decoder="weighted", **options) -> Evaluation:
-    """COCO keypoint AP/AR of `network` with one decoder.
-
-    `options` are the keyword arguments of `evaluate_coco_decoders`.
-    """
-    return evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json,
-                                  decoders=[decoder], **options)[decoder]
-
-
-def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="", *,
-                           decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
-                           top_n=20, max_people=0, log_every=50, out=sys.stdout) -> dict:
-    """COCO keypoint AP/AR of `network` for each decoder, from one forward pass.
+def evaluate_coco_decoders(model, annotation_file, image_dir, det_boxes_json="", *,
+                           decoders=None, flip_test=True, batch_size=32, out_dir="eval",
+                           max_people=0, log_every=50, out=sys.stdout) -> dict:
+    """COCO keypoint AP/AR of `model` for each decoder, from one forward pass.
 
     Args:
-        network: a `PoseHRNet` (anything with `input_size`, `keypoint_set` and a call that
-            returns {"heatmaps": [B, h, w, K]} from raw RGB crops).
+        model: a `PoseHRNet` (decoded with its own codec, `network.codec`), or a runner of an
+            exported model (`skelpose_tf.export.runtime.open_runner`; its decoder and flip
+            test are baked in).
         annotation_file: COCO keypoint JSON (the ground truth, and the image table).
         image_dir: folder of its images.
         det_boxes_json: detector boxes; "" uses the ground-truth boxes of people with labelled
             keypoints (paper Table I).
-        decoders: decoder names (`skelpose_tf.codec.DECODERS`).
-        flip_test: average the heatmaps of each crop and its mirror image.
+        decoders: decoder names (`skelpose_tf.codec.DECODERS`); None: the model's own.
+        flip_test: Keras networks: average the heatmaps of each crop and its mirror image.
         batch_size: crops per forward pass.
         out_dir: where `keypoints_results_<decoder>.json` are written.
-        top_n: N of the weighted decoder (paper: 20).
         max_people: evaluate only the first images holding this many people, scored on those
             images only (0: all; `first_images`), e.g. a quick validation during training.
         log_every: progress line every this many batches (0: never).
@@ -341,28 +207,29 @@ def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="
         {decoder: `Evaluation`} (metric: `CocoKeypointResult`).
 
     Raises:
-        ValueError: a network of another keypoint set, or no person to evaluate (e.g. the
+        ValueError: a model of another keypoint set, or no person to evaluate (e.g. the
             image folder is wrong: the skipped inputs are listed).
     """
-    decoders = _check_decoders(decoders)
-    _check_coco_keypoints(network, annotation_file)
-    keypoint_set = network.keypoint_set
+    runner = _runner(model, flip_test, None)
+    decoders = _check_decoders(decoders, runner)
+    keypoint_set = runner.codec.keypoint_set
+    _check_coco_keypoints(keypoint_set, annotation_file)
     skip_report = SkipReport()
     if det_boxes_json:
         records = read_coco_detections(det_boxes_json, annotation_file, image_dir, keypoint_set,
-                                       network.input_size, report=skip_report)
+                                       runner.input_size, report=skip_report)
         box_source = detector_box_source(det_boxes_json)
     else:
         records = read_coco_keypoints(annotation_file, image_dir, keypoint_set,
-                                      network.input_size, report=skip_report)
+                                      runner.input_size, report=skip_report)
         box_source = GROUND_TRUTH_BOXES
     records = first_images(records, max_people)
     image_ids = sorted({r.image_id for r in records}) if max_people else None
     if not records:
         raise ValueError(f"No person to evaluate in {det_boxes_json or annotation_file} with "
                          f"images in {image_dir}: {skip_report.summary()}")
-    predictions, seconds = _predict(network, records, decoders, flip_test, batch_size, top_n,
-                                    skip_report, log_every, out)
+    predictions = predict_records(runner, records, batch_size=batch_size, decoders=decoders,
+                                  skip_report=skip_report, log_every=log_every, out=out)
     os.makedirs(out_dir, exist_ok=True)
     evaluations = {}
     for decoder in decoders:
@@ -370,8 +237,9 @@ def evaluate_coco_decoders(network, annotation_file, image_dir, det_boxes_json="
         result = coco_evaluate(predictions, decoder, annotation_file, keypoint_set, box_source,
                                results_file, image_ids=image_ids)
         evaluations[decoder] = Evaluation(
-            COCO, decoder, bool(flip_test), box_source, result, len(predictions["image_id"]),
-            {"results": results_file}, _skip_notes(skip_report), seconds)
+            COCO, decoder, runner.flip_test, box_source, result, len(predictions["image_id"]),
+            {"results": results_file}, _skip_notes(skip_report), predictions["seconds"],
+            runner.codec.replace(decoder=decoder).describe_decoding())
     return evaluations
 
 
@@ -395,13 +263,12 @@ def score_coco_results(results_file, annotation_file, keypoint_set,
                               num_results, len(metric.coco_gt.getImgIds()), summary)
 
 
-def _check_mpii_keypoints(network) -> None:
+def _check_mpii_keypoints(keypoint_set) -> None:
     needed = [name for _, names in PCKH_GROUPS for name in names] + list(EXCLUDED_FROM_MEAN)
-    keypoint_set = network.keypoint_set
     lacking = [name for name in dict.fromkeys(needed) if name not in keypoint_set.keypoint_names]
     if lacking:
         raise ValueError(
-            f"MPII PCKh needs a network of the MPII keypoint set; this one predicts keypoint set "
+            f"MPII PCKh needs a model of the MPII keypoint set; this one predicts keypoint set "
             f"{keypoint_set.name!r} ({keypoint_set.num_keypoints} keypoints, without "
             f"{', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''}): the weights belong "
             "to another keypoint set."
@@ -446,31 +313,21 @@ def _write_mpii_predictions(path, mat_path, keypoints, scores, rows, num_people,
     scipy.io.savemat(mat_path, {"preds": preds})
 
 
-def evaluate_mpii_model(network, annotation_file, image_dir, head_boxes="", *,
-                        decoder="weighted", **options) -> Evaluation:
-    """MPII PCKh of `network` with one decoder.
-
-    `options` are the keyword arguments of `evaluate_mpii_decoders`.
-    """
-    return evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes,
-                                  decoders=[decoder], **options)[decoder]
-
-
-def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="", *,
-                           decoders=("weighted",), flip_test=True, batch_size=32, out_dir="eval",
-                           top_n=20, max_people=0, log_every=50, out=sys.stdout) -> dict:
+def evaluate_mpii_decoders(model, annotation_file, image_dir, head_boxes="", *,
+                           decoders=None, flip_test=True, batch_size=32, out_dir="eval",
+                           max_people=0, log_every=50, out=sys.stdout) -> dict:
     """MPII PCKh@0.5 (per joint group, mean) and mean PCKh@0.1 (official threshold 0.11, and
     exact 0.1) for each decoder, one pass.
 
     Args:
-        network: a pose network of the MPII keypoint set.
+        model: a pose network of the MPII keypoint set, or a runner (`evaluate_coco_decoders`).
         annotation_file: HRNet-layout MPII JSON (`valid.json`).
         image_dir: folder of its images.
         head_boxes: a `gt_valid.mat`-style file: the ground truth (joints, missing flags, head
             boxes) then comes from it, in the JSON's order, as the official evaluation; people
             without a prediction count as misses. "" uses the JSON joints and `headbox` fields
             of the predicted people.
-        decoders, flip_test, batch_size, top_n, log_every, out: as `evaluate_coco_decoders`.
+        decoders, flip_test, batch_size, log_every, out: as `evaluate_coco_decoders`.
         max_people: evaluate only the first images holding this many people (0: all); only
             their people are scored.
         out_dir: where `mpii_predictions_<decoder>.json` (0-based) and `pred_<decoder>.mat`
@@ -479,19 +336,20 @@ def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="", *
     Returns:
         {decoder: `Evaluation`} (metric: `PckhResult`).
     """
-    decoders = _check_decoders(decoders)
-    _check_mpii_keypoints(network)
-    keypoint_set = network.keypoint_set
+    runner = _runner(model, flip_test, None)
+    decoders = _check_decoders(decoders, runner)
+    keypoint_set = runner.codec.keypoint_set
+    _check_mpii_keypoints(keypoint_set)
     skip_report = SkipReport()
-    records = read_mpii(annotation_file, image_dir, network.input_size,
+    records = read_mpii(annotation_file, image_dir, runner.input_size,
                         keypoint_set=keypoint_set, gt_mat_file=head_boxes or None,
                         report=skip_report)
     records = first_images(records, max_people)
     if not records:
         raise ValueError(f"No person to evaluate in {annotation_file} with images in "
                          f"{image_dir}: {skip_report.summary()}")
-    predictions, seconds = _predict(network, records, decoders, flip_test, batch_size, top_n,
-                                    skip_report, log_every, out)
+    predictions = predict_records(runner, records, batch_size=batch_size, decoders=decoders,
+                                  skip_report=skip_report, log_every=log_every, out=out)
     joints, missing, boxes, rows, unpredicted = _mpii_ground_truth(
         records, predictions, head_boxes if not max_people else "", keypoint_set)
     notes = _skip_notes(skip_report)
@@ -510,16 +368,17 @@ def evaluate_mpii_decoders(network, annotation_file, image_dir, head_boxes="", *
         _write_mpii_predictions(files["predictions"], files["pred_mat"], keypoints,
                                 predictions["scores"][decoder], rows, len(joints), records,
                                 predictions)
-        evaluations[decoder] = Evaluation(MPII, decoder, bool(flip_test), MPII_BOX_SOURCE, result,
-                                          len(rows), files, notes, seconds)
+        evaluations[decoder] = Evaluation(
+            MPII, decoder, runner.flip_test, MPII_BOX_SOURCE, result, len(rows), files, notes,
+            predictions["seconds"], runner.codec.replace(decoder=decoder).describe_decoding())
     return evaluations
 
 
-def evaluate_model(network, source: DataSource, decoders=("weighted",), **options) -> dict:
-    """{decoder: `Evaluation`} on a `DataSource`: `evaluate_coco_decoders` or
-    `evaluate_mpii_decoders`, whose keyword arguments `options` are."""
+def evaluate_model(model, source: DataSource, decoders=None, **options) -> dict:
+    """{decoder: `Evaluation`} of a network or runner on a `DataSource`: `evaluate_coco_decoders`
+    or `evaluate_mpii_decoders`, whose keyword arguments `options` are."""
     if source.dataset == COCO:
-        return evaluate_coco_decoders(network, source.annotation_file, source.image_dir,
+        return evaluate_coco_decoders(model, source.annotation_file, source.image_dir,
                                       source.det_boxes_json, decoders=decoders, **options)
-    return evaluate_mpii_decoders(network, source.annotation_file, source.image_dir,
+    return evaluate_mpii_decoders(model, source.annotation_file, source.image_dir,
                                   source.head_boxes, decoders=decoders, **options)

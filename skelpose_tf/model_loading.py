@@ -7,7 +7,9 @@ a `.weights.h5` file plus the architecture.
 - a run directory: its `best.keras`, else its `last.keras`.
 - `.weights.h5` (e.g. converted published checkpoints): holds weights only, so the network is
   built from `width`, `input_size`, `keypoint_set` and `skeletal_attention` (official topology
-  unless told otherwise), then `load_weights`; a file saved from another architecture (width,
+  unless told otherwise) with the `PoseHRNet` codec defaults (`sigma` None: the official
+  default for the input size; decoder "weighted", N 20; the "hrnet" pixel convention for
+  converted published checkpoints), then `load_weights`; a file saved from another architecture (width,
   keypoint count, with or without the skeletal module) is refused with the architecture
   named. The input size is not stored in the weights (every layer is a convolution), so any
   multiple of 32 loads.
@@ -28,6 +30,7 @@ import zipfile
 import keras
 
 from skelpose_tf.atomic_files import check_keras_file
+from skelpose_tf.codec import default_sigma
 from skelpose_tf.convert_weights import converted_file_info
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, PoseHRNet,
@@ -90,7 +93,8 @@ def describe_model(network) -> str:
 
 
 def model_summary(network) -> dict:
-    """JSON-ready architecture of a `PoseHRNet`: width, input size, keypoint set, module."""
+    """JSON-ready architecture of a `PoseHRNet`: width, input size, keypoint set, module,
+    topology, and its codec's decoding contract (`HeatmapCodec.describe_decoding`)."""
     return {
         "name": network.name,
         "width": int(network.width),
@@ -100,16 +104,19 @@ def model_summary(network) -> dict:
         "skeletal_attention": bool(network.skeletal_attention),
         "stage_modules": list(_topology(network)[0]),
         "blocks_per_branch": _topology(network)[1],
+        "decoding": network.codec.describe_decoding(),
     }
 
 
 def _architecture(config: dict) -> dict:
-    """The checked architecture fields of a `PoseHRNet` config."""
+    """The checked architecture fields of a `PoseHRNet` config (and its training sigma)."""
+    input_size = tuple(int(v) for v in config["input_size"])
     return {
         "width": int(config["width"]),
-        "input_size": tuple(int(v) for v in config["input_size"]),
+        "input_size": input_size,
         "keypoint_set": get_keypoint_set(config["keypoint_set"]).name,
         "skeletal_attention": bool(config["skeletal_attention"]),
+        "sigma": float(config.get("sigma") or default_sigma(input_size)),
     }
 
 
@@ -129,13 +136,15 @@ def _stored_architecture(path: str):
         return None
 
 
-def _check_agrees(stored: dict, path, width, input_size, keypoint_set, skeletal_attention):
+def _check_agrees(stored: dict, path, width, input_size, keypoint_set, skeletal_attention,
+                  sigma=None):
     """Raise when a given architecture argument differs from the `.keras` file's."""
     given = {
         "width": None if width is None else int(width),
         "input_size": None if input_size is None else parse_input_size(input_size),
         "keypoint_set": None if keypoint_set is None else get_keypoint_set(keypoint_set).name,
         "skeletal_attention": None if skeletal_attention is None else bool(skeletal_attention),
+        "sigma": None if sigma is None else float(sigma),
     }
     for name, value in given.items():
         if value is not None and value != stored[name]:
@@ -148,7 +157,7 @@ def _check_agrees(stored: dict, path, width, input_size, keypoint_set, skeletal_
 
 def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None,
                     skeletal_attention=None, stage_modules=STAGE_MODULES,
-                    blocks_per_branch=BLOCKS_PER_BRANCH):
+                    blocks_per_branch=BLOCKS_PER_BRANCH, sigma=None):
     """Load a pose network from a `.keras` file, a run directory or a `.weights.h5` file.
 
     Args:
@@ -158,6 +167,9 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
             for `.weights.h5`; for `.keras` they are optional checks against the file.
         stage_modules, blocks_per_branch: `.weights.h5` only: the topology to build (official
             by default, as published checkpoints).
+        sigma: the keypoint sigma the model was trained with (heatmap pixels; the `dark`
+            decoder blurs with it): `.weights.h5` files do not store it (None: the official
+            default for the input size); `.keras` files do, and a given value must agree.
 
     Returns:
         `(network, path)`: the `PoseHRNet` and the file it was loaded from.
@@ -169,7 +181,7 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
     path = resolve_checkpoint(weights)
     if path.endswith(_WEIGHTS_SUFFIX):
         network = _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention,
-                                     stage_modules, blocks_per_branch)
+                                     stage_modules, blocks_per_branch, sigma)
         return network, path
     if not path.endswith(".keras"):
         raise ValueError(
@@ -179,7 +191,7 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
     check_keras_file(path)  # a truncated file is reported as corrupt, not as missing
     stored = _stored_architecture(path)
     if stored is not None:  # refuse a mismatch before the (slow) full load
-        _check_agrees(stored, path, width, input_size, keypoint_set, skeletal_attention)
+        _check_agrees(stored, path, width, input_size, keypoint_set, skeletal_attention, sigma)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -192,12 +204,12 @@ def load_pose_model(weights: str, width=None, input_size=None, keypoint_set=None
             "network, not the trainer: train.py writes best.keras / last.keras that way)."
         )
     _check_agrees(_architecture(network.get_config()), path, width, input_size, keypoint_set,
-                  skeletal_attention)
+                  skeletal_attention, sigma)
     return network, path
 
 
 def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention, stage_modules,
-                       blocks_per_branch):
+                       blocks_per_branch, sigma):
     if width is None or input_size is None:
         raise ValueError(
             f"{path} holds weights only: pass the architecture it was saved from, --width and "
@@ -210,6 +222,7 @@ def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention
         True if skeletal_attention is None else bool(skeletal_attention),
         stage_modules=stage_modules, blocks_per_branch=blocks_per_branch,
         pixel_convention=converted["pixel_convention"] if converted else "centered",
+        sigma=sigma,
     )
     try:
         with warnings.catch_warnings():

@@ -16,20 +16,21 @@ the whole-image box is only enlarged to the aspect ratio.
 
 Outputs (`write_outputs`): `predictions.json`, `<image stem>_pose.png` (skeletons drawn on the
 image) and, with `show_maps`, `<image stem>_person<i>_maps.png`: the paper's Fig. 1-2 panel for
-each person: (a) the input crop with its pose, (b) skeletal heatmaps (max over links),
-(c-e) upper-, lower- and full-body attention maps, (f) keypoint heatmaps (max over keypoints),
-all over the crop, from one forward pass (no flip test: the maps the network computes).
+each person (`drawing.maps_panel`): (a) the input crop with its pose, (b) skeletal heatmaps
+(max over links), (c-e) upper-, lower- and full-body attention maps, (f) keypoint heatmaps (max
+over keypoints, flip-averaged with the flip test), all over the crop. They are drawn from the
+crops and maps of the prediction's own forward pass (`predict_images(keep_maps=True)`): no
+image is read twice and the network runs once.
 
 Example:
-    predictions = predict_images(network, list_images("photos/"), flip_test=True)
-    payload = write_outputs(predictions, network, "out/", weights="runs/demo")
+    predictions = predict_images(network, list_images("photos/"), keep_maps=True)
+    payload = write_outputs(predictions, network, "out/", weights="runs/demo", show_maps=True)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import cv2
@@ -37,26 +38,17 @@ import numpy as np
 
 from skelpose_tf.data.images import (ImageDecodeError, decode_image, read_image_bytes,
                                      read_image_size)
-from skelpose_tf.data.pipeline import make_eval_dataset
 from skelpose_tf.data.records import PersonRecord, SkipReport, as_float32
-from skelpose_tf.data.transforms import (affine_matrix, apply_affine, box_to_center_scale,
-                                         input_aspect_ratio)
-from skelpose_tf.drawing import draw_box, draw_pose, tile_images
+from skelpose_tf.data.transforms import box_to_center_scale, input_aspect_ratio
+from skelpose_tf.drawing import draw_box, draw_pose, maps_panel
 from skelpose_tf.evaluation.coco_metric import rescore_instances
-from skelpose_tf.inference import PosePredictor, codec_for_model, run_inference
+from skelpose_tf.export.runtime import open_runner
+from skelpose_tf.inference import predict_records
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 BOX_PADDING = 1.25
 WHOLE_IMAGE_PADDING = 1.0
-MIN_PANEL_CROP_WIDTH = 160
-PANEL_CAPTION_HEIGHT = 20
 COORDINATES = "original-image pixels (x, y), 0-based, pixel centres at integers"
-PANEL_CAPTIONS = {
-    "crop": "(a) crop, pose",
-    "skeletal_heatmaps": "(b) skeletal",
-    "keypoint_heatmaps": "(f) keypoints",
-    "attention": "(c-e) body attention maps",
-}
 
 
 def list_images(path: str) -> list:
@@ -163,6 +155,10 @@ class ImagePrediction:
         keypoints: float32 [P, K, 2], (x, y) in original-image pixels.
         keypoint_scores: float32 [P, K], heatmap peak values.
         scores: float32 [P], box score x mean keypoint score above 0.2 (as COCO rescoring).
+        maps: with `predict_images(keep_maps=True)`: per person, what the network saw and
+            computed: `crops` uint8 [P, H, W, 3], `crop_keypoints` [P, K, 2] (crop pixels),
+            `heatmaps` [P, h, w, K], `skeletal_heatmaps` [P, h, w, S] (skeletal module only);
+            else None.
     """
 
     image_path: str
@@ -175,6 +171,7 @@ class ImagePrediction:
     keypoints: np.ndarray
     keypoint_scores: np.ndarray
     scores: np.ndarray
+    maps: dict | None = None
 
     @property
     def num_people(self) -> int:
@@ -251,20 +248,20 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
     return records, images
 
 
-def predict_images(network, image_paths, boxes=None, boxes_file="", *, decoder="weighted",
-                   flip_test=True, batch_size=16, top_n=20) -> list:
+def predict_images(network, image_paths, boxes=None, boxes_file="", *, flip_test=True,
+                   batch_size=16, keep_maps=False) -> list:
     """Predict every person of every image.
 
     Args:
-        network: a `PoseHRNet`.
+        network: a `PoseHRNet`, decoded with its own codec (`network.codec`; another decoder:
+            `network.set_decoding(decoder=...)` first).
         image_paths: image files (`list_images`).
         boxes: optional {image path: (boxes [P, 4], scores [P])} (`read_boxes_file`); images
             without an entry use the whole image as one person box.
         boxes_file: name of the boxes file (for the box source text).
-        decoder: one of `skelpose_tf.codec.DECODERS`.
         flip_test: average the heatmaps of each crop and its mirror image.
         batch_size: crops per forward pass.
-        top_n: N of the weighted decoder.
+        keep_maps: keep each person's crop and maps (`ImagePrediction.maps`) for pictures.
 
     Returns:
         A list of `ImagePrediction`, in the order of `image_paths`.
@@ -272,19 +269,18 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, decoder="
     Raises:
         ValueError: a missing, unreadable or undecodable image.
     """
-    keypoint_set = network.keypoint_set
+    runner = open_runner(network, flip_test=flip_test)
+    keypoint_set = runner.codec.keypoint_set
     k = keypoint_set.num_keypoints
-    records, images = person_records(image_paths, boxes, boxes_file, network.input_size, k)
+    records, images = person_records(image_paths, boxes, boxes_file, runner.input_size, k)
     keypoints = np.zeros((len(records), k, 2), np.float32)
     keypoint_scores = np.zeros((len(records), k), np.float32)
+    kept = {}
     if records:
         report = SkipReport()
-        predictor = PosePredictor(network, codec_for_model(network, decoder, top_n=top_n),
-                                  flip_test=flip_test)
-        dataset = make_eval_dataset(records, keypoint_set, network.input_size, batch_size,
-                                    report=report)
         try:
-            result = run_inference(predictor, dataset, decoders=[decoder], log_every=0)
+            result = predict_records(runner, records, batch_size=batch_size,
+                                     skip_report=report, keep_crops=keep_maps)
         except ValueError as error:  # every image failed to decode
             if "no person crops" not in str(error):
                 raise
@@ -294,8 +290,11 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, decoder="
         if failed:
             raise ValueError(f"Cannot decode {len(failed)} image(s), e.g. {failed[0]}: "
                              f"{report.summary()}")
-        keypoints[result["record_index"]] = result["keypoints"][decoder]
-        keypoint_scores[result["record_index"]] = result["scores"][decoder]
+        order = np.argsort(result["record_index"])  # rows in record order
+        keypoints = result["keypoints"][runner.codec.decoder][order]
+        keypoint_scores = result["scores"][runner.codec.decoder][order]
+        kept = {name: result[name][order] for name in
+                ("crops", "crop_keypoints", "heatmaps", "skeletal_heatmaps") if name in result}
     predictions = []
     for image_id, (path, size, source) in enumerate(images):
         rows = [i for i, r in enumerate(records) if r.image_id == image_id]
@@ -307,7 +306,8 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, decoder="
             centers=np.asarray([records[i].center for i in rows], np.float32).reshape(-1, 2),
             scales=np.asarray([records[i].scale for i in rows], np.float32).reshape(-1, 2),
             keypoints=keypoints[rows], keypoint_scores=keypoint_scores[rows],
-            scores=rescore_instances(keypoint_scores[rows], box_scores).astype(np.float32)))
+            scores=rescore_instances(keypoint_scores[rows], box_scores).astype(np.float32),
+            maps={name: value[rows] for name, value in kept.items()} if keep_maps else None))
     return predictions
 
 
@@ -324,45 +324,6 @@ def draw_prediction(image, prediction: ImagePrediction, keypoint_set, threshold=
     return canvas
 
 
-def maps_panel(network, codec, crop, crop_keypoints, keypoint_scores, threshold=0.3):
-    """The Fig. 1-2 style panel of one person crop, RGB uint8.
-
-    Top row: (a) the crop with its pose, (b) skeletal heatmaps, (f) keypoint heatmaps; bottom
-    row, for a model with the skeletal module: (c-e) the upper-, lower- and full-body attention
-    maps. The maps come from `skelpose_tf.training.callbacks.pose_panels` (one forward pass);
-    crops narrower than `MIN_PANEL_CROP_WIDTH` are shown enlarged by an integer factor.
-
-    Args:
-        network: the pose network.
-        codec: its `HeatmapCodec`.
-        crop: uint8 [H, W, 3], the person's input crop.
-        crop_keypoints: float [K, 2], the predicted keypoints in crop pixels.
-        keypoint_scores: float [K].
-        threshold: keypoints scoring above it are drawn.
-    """
-    from skelpose_tf.training.callbacks import pose_panels
-
-    panels = pose_panels(network, codec, np.asarray(crop)[None], max_images=1)
-    drawn = draw_pose(np.asarray(crop), crop_keypoints, keypoint_scores, codec.keypoint_set,
-                      threshold=threshold)
-    panels["crop"] = tile_images([drawn], cols=1)
-    # Small crops (e.g. 96x64) are enlarged so that the maps and captions stay readable.
-    factor = max(1, math.ceil(MIN_PANEL_CROP_WIDTH / crop.shape[1]))
-    panels = {name: cv2.resize(panel, None, fx=factor, fy=factor, interpolation=cv2.INTER_LINEAR)
-              for name, panel in panels.items()}
-    top = {name: panels[name] for name in ("crop", "skeletal_heatmaps", "keypoint_heatmaps")
-           if name in panels}
-    caption_height = PANEL_CAPTION_HEIGHT
-    rows = [tile_images(list(top.values()), cols=len(top),
-                        captions=[PANEL_CAPTIONS[name] for name in top],
-                        caption_height=caption_height)]
-    captions = [""]
-    if "attention" in panels:
-        rows.append(panels["attention"])
-        captions.append(PANEL_CAPTIONS["attention"])
-    return tile_images(rows, cols=1, captions=captions, caption_height=caption_height)
-
-
 def _output_stems(image_paths) -> dict:
     """A unique file stem per image: its name without extension (with it, when two collide)."""
     stems = [os.path.splitext(os.path.basename(p))[0] for p in image_paths]
@@ -375,16 +336,24 @@ def _write_png(path, image_rgb):
         raise ValueError(f"Cannot write {path}.")
 
 
-def write_outputs(predictions, network, out_dir, *, weights="", decoder="weighted",
-                  flip_test=True, show_maps=False, threshold=0.3, top_n=20) -> dict:
+def write_outputs(predictions, network, out_dir, *, weights="", flip_test=True,
+                  show_maps=False, threshold=0.3) -> dict:
     """Write `predictions.json`, the skeleton PNGs and (with `show_maps`) the maps panels.
+
+    Args:
+        predictions: `ImagePrediction`s of `network` (with `keep_maps=True` for `show_maps`).
+        network: the network that predicted them (its keypoint set and codec are recorded).
+        out_dir: output folder.
+        weights: the checkpoint's name, recorded in the JSON.
+        flip_test: whether the predictions used the flip test (recorded).
+        show_maps: write each person's maps panel (`drawing.maps_panel`).
+        threshold: keypoints scoring above it are drawn.
 
     Returns:
         The JSON payload, whose image entries name their `drawing` (and `maps`) files.
     """
     os.makedirs(out_dir, exist_ok=True)
     keypoint_set = network.keypoint_set
-    codec = codec_for_model(network, decoder, top_n=top_n)
     stems = _output_stems([p.image_path for p in predictions])
     entries = []
     for prediction in predictions:
@@ -393,12 +362,13 @@ def write_outputs(predictions, network, out_dir, *, weights="", decoder="weighte
         entry["drawing"] = os.path.join(out_dir, f"{stems[prediction.image_path]}_pose.png")
         _write_png(entry["drawing"], draw_prediction(image, prediction, keypoint_set, threshold))
         if show_maps and prediction.num_people:
-            entry["maps"] = _write_maps(network, codec, prediction, out_dir,
+            entry["maps"] = _write_maps(prediction, keypoint_set, out_dir,
                                         stems[prediction.image_path], threshold)
         entries.append(entry)
     payload = {
         "weights": weights,
-        "decoder": decoder,
+        "decoder": network.codec.decoder,
+        "decoding": network.codec.describe_decoding(),
         "flip_test": bool(flip_test),
         "coordinates": COORDINATES,
         "keypoint_names": list(keypoint_set.keypoint_names),
@@ -412,21 +382,18 @@ def write_outputs(predictions, network, out_dir, *, weights="", decoder="weighte
     return payload
 
 
-def _write_maps(network, codec, prediction, out_dir, stem, threshold) -> list:
-    """One maps panel per person of `prediction`, from the crops of its own regions."""
-    k = codec.keypoint_set.num_keypoints
-    records = [_record(prediction.image_path, 0, prediction.image_size, box, center, scale, 1.0, k)
-               for box, center, scale in zip(prediction.boxes, prediction.centers,
-                                             prediction.scales)]
-    crops = np.concatenate([images.numpy() for images, _ in make_eval_dataset(
-        records, codec.keypoint_set, network.input_size, batch_size=len(records))])
+def _write_maps(prediction, keypoint_set, out_dir, stem, threshold) -> list:
+    """One maps panel per person of `prediction`, from the crops and maps it kept."""
+    if prediction.maps is None:
+        raise ValueError("show_maps needs the crops and maps of the prediction: call "
+                         "predict_images(..., keep_maps=True).")
+    maps = prediction.maps
     paths = []
-    for p, crop in enumerate(crops):
-        matrix = affine_matrix(prediction.centers[p], prediction.scales[p], 0.0,
-                               network.input_size)
-        crop_keypoints = apply_affine(prediction.keypoints[p], matrix)
+    for p in range(prediction.num_people):
         path = os.path.join(out_dir, f"{stem}_person{p}_maps.png")
-        _write_png(path, maps_panel(network, codec, crop, crop_keypoints,
-                                    prediction.keypoint_scores[p], threshold))
+        skeletal = maps["skeletal_heatmaps"][p] if "skeletal_heatmaps" in maps else None
+        _write_png(path, maps_panel(maps["crops"][p], maps["crop_keypoints"][p],
+                                    prediction.keypoint_scores[p], maps["heatmaps"][p],
+                                    keypoint_set, skeletal, threshold=threshold))
         paths.append(path)
     return paths

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_fixtures import blob_image, coco_keypoints, write_coco
+from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.keypoints import KeypointSet
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +52,8 @@ class PoolingNetwork:
             estimator (its keypoints land 4 * shift crop pixels off).
 
     Pooled cell (i, j) covers crop pixels 4j..4j+3, centred at 4j + 1.5, which is the heatmap
-    convention x_in = (x_h + 0.5) * 4 - 0.5.
+    convention x_in = (x_h + 0.5) * 4 - 0.5. Like a `PoseHRNet` it carries its `codec`
+    (default settings) and `set_decoding`.
     """
 
     def __init__(self, keypoint_set, input_size=(64, 48), skeletal_attention=False,
@@ -63,6 +65,10 @@ class PoolingNetwork:
         self.width = 0
         self.name = "pooling_network"
         self.shift = shift
+        self.codec = HeatmapCodec(self.input_size, keypoint_set)
+
+    def set_decoding(self, decoder=None, top_n=None):
+        self.codec = self.codec.replace(decoder=decoder, top_n=top_n)
 
     def __call__(self, images, training=False):
         pooled = tf.nn.avg_pool2d(tf.cast(images, tf.float32) / 255.0, 4, 4, "VALID")

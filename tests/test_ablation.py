@@ -7,7 +7,8 @@ import pytest
 
 from pose_fixtures import (DOTS, PoolingNetwork, pycocotools_stats, run_script, save_tiny_model,
                            write_dots_dataset)
-from skelpose_tf import ablation_lib, evaluate_lib
+from skelpose_tf import ablation_lib
+from skelpose_tf.data import sources
 from skelpose_tf.data.synthetic import generate_dataset
 from skelpose_tf.evaluation.report import coco_table_row
 from skelpose_tf.keypoints import get_keypoint_set
@@ -58,7 +59,7 @@ def test_ablation_command_writes_the_table_iii_rows_as_markdown_and_json(synthet
 
 def test_the_better_model_is_bold_and_rows_follow_the_paper(tmp_path):
     dots = write_dots_dataset(str(tmp_path / "dots"))
-    source = evaluate_lib.resolve_data_source("coco", annotation_file=dots["ann"],
+    source = sources.resolve_data_source("coco", annotation_file=dots["ann"],
                                               image_dir=dots["images"])
     models = {"baseline": (PoolingNetwork(DOTS, shift=(0.0, 2.0)), "base.keras"),
               "skeletal": (PoolingNetwork(DOTS, skeletal_attention=True), "skel.keras")}
@@ -80,7 +81,7 @@ def test_mpii_ablation_reports_pckh_at_0_5_and_0_1(tmp_path):
     root = str(tmp_path / "synthetic")
     generate_dataset(root, 0, 3, seed=0)
     mpii = get_keypoint_set("mpii")
-    source = evaluate_lib.resolve_data_source("mpii", data_dir=root)
+    source = sources.resolve_data_source("mpii", data_dir=root)
     skeletal = PoolingNetwork(mpii, input_size=(64, 64), skeletal_attention=True)
     result = ablation_lib.run_ablation({"skeletal": (skeletal, "skel.keras")}, source,
                                        ["weighted", "quarter"], out_dir=str(tmp_path / "out"),

@@ -313,13 +313,12 @@ def test_converted_pose_file_is_keras_weights_of_the_baseline(tmp_path, source_m
     assert report.checkpoint_kind == "pose" and not report.unused
     # Published models use HRNet's heatmap coordinates; loading the file keeps that.
     assert converted_file_info(out)["pixel_convention"] == "hrnet"
-    from skelpose_tf.inference import codec_for_model
     from skelpose_tf.model_loading import load_pose_model
 
     loaded, _ = load_pose_model(str(out), width=WIDTH, input_size=(96, 64),
                                 skeletal_attention=False)
     assert loaded.pixel_convention == "hrnet"
-    assert codec_for_model(loaded).pixel_convention == "hrnet"
+    assert loaded.codec.pixel_convention == "hrnet"
     baseline = build_pose_model(WIDTH, (96, 64), "coco", skeletal_attention=False)
     baseline.load_weights(out)  # plain Keras loading
     expected = _weights_by_path(model)

@@ -12,6 +12,7 @@ from pose_fixtures import (DOT_PEOPLE, DOTS, PoolingNetwork, build_tiny_model,
                            nearest_truth_errors, pycocotools_stats, run_script, save_tiny_model,
                            write_dots_dataset)
 from skelpose_tf import evaluate_lib
+from skelpose_tf.data import sources
 from skelpose_tf.data.synthetic import generate_dataset
 from skelpose_tf.evaluation import COCO_STAT_NAMES
 from skelpose_tf.keypoints import get_keypoint_set
@@ -46,9 +47,9 @@ def dot_truth(num_images=2):
 @pytest.mark.parametrize("boxes", ["ground truth", "detector"])
 def test_a_perfect_estimator_scores_ap_one_with_either_box_source(dots, tmp_path, boxes):
     detections = dots["detections"] if boxes == "detector" else ""
-    evaluation = evaluate_lib.evaluate_coco_model(
-        PoolingNetwork(DOTS), dots["ann"], dots["images"], detections, decoder="dark",
-        batch_size=3, out_dir=str(tmp_path), log_every=0)
+    (evaluation,) = evaluate_lib.evaluate_coco_decoders(
+        PoolingNetwork(DOTS), dots["ann"], dots["images"], detections, decoders=["dark"],
+        batch_size=3, out_dir=str(tmp_path), log_every=0).values()
     assert evaluation.metric.stats["AP"] == 1.0
     assert evaluation.metric.stats["AR"] == 1.0
     assert evaluation.box_source == ("ground-truth boxes" if boxes == "ground truth"
@@ -63,9 +64,9 @@ def test_a_perfect_estimator_scores_ap_one_with_either_box_source(dots, tmp_path
 
 
 def test_max_people_evaluates_whole_first_images_only(dots, tmp_path):
-    evaluation = evaluate_lib.evaluate_coco_model(
+    (evaluation,) = evaluate_lib.evaluate_coco_decoders(
         PoolingNetwork(DOTS), dots["ann"], dots["images"], max_people=1,
-        out_dir=str(tmp_path), log_every=0)
+        out_dir=str(tmp_path), log_every=0).values()
     assert (evaluation.num_people, evaluation.metric.num_images) == (2, 1)
     assert evaluation.metric.stats["AP"] == 1.0  # the second image's people are not misses
     with open(evaluation.files["results"]) as f:
@@ -150,11 +151,12 @@ def mpii_pckh_reference(predictions, gt_mat, keypoint_set):
 
 def test_mpii_pckh_equals_a_direct_computation_from_the_written_predictions(synthetic, tmp_path):
     mpii = get_keypoint_set("mpii")
-    source = evaluate_lib.resolve_data_source("mpii", data_dir=synthetic)
+    source = sources.resolve_data_source("mpii", data_dir=synthetic)
     assert source.head_boxes.endswith("mpii_gt_val.mat")
-    evaluation = evaluate_lib.evaluate_mpii_model(
+    (evaluation,) = evaluate_lib.evaluate_mpii_decoders(
         PoolingNetwork(mpii, input_size=(64, 64)), source.annotation_file, source.image_dir,
-        source.head_boxes, decoder="argmax", batch_size=2, out_dir=str(tmp_path), log_every=0)
+        source.head_boxes, decoders=["argmax"], batch_size=2, out_dir=str(tmp_path),
+        log_every=0).values()
     preds = scipy.io.loadmat(evaluation.files["pred_mat"])["preds"] - 1.0
     with open(evaluation.files["predictions"]) as f:
         people = json.load(f)["people"]
@@ -186,12 +188,12 @@ def test_a_results_file_for_other_images_is_refused(dots, tmp_path):
 
 def test_weights_of_another_keypoint_set_are_refused_before_inference(dots, synthetic):
     with pytest.raises(ValueError, match="predicts 16 keypoints .* annotates 3 per person"):
-        evaluate_lib.evaluate_coco_model(PoolingNetwork(get_keypoint_set("mpii")), dots["ann"],
-                                         dots["images"])
-    source = evaluate_lib.resolve_data_source("mpii", data_dir=synthetic)
-    with pytest.raises(ValueError, match="needs a network of the MPII keypoint set.*'coco'"):
-        evaluate_lib.evaluate_mpii_model(PoolingNetwork(get_keypoint_set("coco")),
-                                         source.annotation_file, source.image_dir)
+        evaluate_lib.evaluate_coco_decoders(PoolingNetwork(get_keypoint_set("mpii")),
+                                            dots["ann"], dots["images"])
+    source = sources.resolve_data_source("mpii", data_dir=synthetic)
+    with pytest.raises(ValueError, match="needs a model of the MPII keypoint set.*'coco'"):
+        evaluate_lib.evaluate_mpii_decoders(PoolingNetwork(get_keypoint_set("coco")),
+                                            source.annotation_file, source.image_dir)
 
 
 def test_checkpoints_of_another_architecture_are_refused(tmp_path):
@@ -227,11 +229,11 @@ def test_checkpoints_of_another_architecture_are_refused(tmp_path):
 
 def test_missing_images_and_inputs_give_clear_errors(dots, tmp_path):
     with pytest.raises(ValueError, match="No person to evaluate .* missing image file"):
-        evaluate_lib.evaluate_coco_model(PoolingNetwork(DOTS), dots["ann"], str(tmp_path))
+        evaluate_lib.evaluate_coco_decoders(PoolingNetwork(DOTS), dots["ann"], str(tmp_path))
     with pytest.raises(ValueError, match="Image folder \\(--images\\) not found"):
-        evaluate_lib.resolve_data_source("coco", annotation_file=dots["ann"],
+        sources.resolve_data_source("coco", annotation_file=dots["ann"],
                                          image_dir=str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="apply to COCO only"):
-        evaluate_lib.resolve_data_source("mpii", det_boxes_json=dots["detections"])
+        sources.resolve_data_source("mpii", det_boxes_json=dots["detections"])
     with pytest.raises(ValueError, match="Pass both"):
-        evaluate_lib.resolve_data_source("coco", annotation_file=dots["ann"])
+        sources.resolve_data_source("coco", annotation_file=dots["ann"])

@@ -19,7 +19,8 @@ from tiny_models import he_initialised_tiny_model
 import tensorflow as tf
 
 from skelpose_tf.data.transforms import affine_matrix, box_to_center_scale, crop_to_image
-from skelpose_tf.export import DEFAULT_TOLERANCES, KerasRunner, dataset_crops
+from skelpose_tf.export import DEFAULT_TOLERANCES, dataset_crops
+from skelpose_tf.inference import PosePredictor
 from skelpose_tf.export.runtime import SavedModelRunner
 from skelpose_tf.export.saved_model import (FULL_IMAGE_SIGNATURE, SERVING_SIGNATURE,
                                             ServingGraph, export_saved_model, float32_network,
@@ -127,7 +128,7 @@ def test_serving_default_equals_the_keras_model_with_flip_test(network, crops, s
     scale = np.abs(expected).max()
     assert scale > 0.1  # the He-initialised net has O(1) heatmaps
     np.testing.assert_allclose(outputs["heatmaps"], expected, atol=1e-5 * scale)
-    comparison = compare_outputs(KerasRunner(network).predict(crops), outputs,
+    comparison = compare_outputs(PosePredictor(network).predict(crops), outputs,
                                  DEFAULT_TOLERANCES["float32"], "saved_model")
     assert comparison.num_confident > 0
     assert comparison.passed, comparison
@@ -190,7 +191,7 @@ def test_full_image_equals_crops_mapped_back_to_the_image(data, network, signatu
 
 
 def test_full_image_offset_check_of_the_export(saved_model, network, crops):
-    comparison = verify_full_image(saved_model, KerasRunner(network).predict(crops), crops,
+    comparison = verify_full_image(saved_model, PosePredictor(network).predict(crops), crops,
                                    DEFAULT_TOLERANCES["float32"])
     assert comparison.passed, comparison
 
@@ -246,7 +247,7 @@ def test_flip_test_off_and_no_heatmaps(tmp_path, network, crops):
     np.testing.assert_allclose(outputs["keypoint_scores"].numpy(),
                                np.maximum(expected.max(axis=1), 0.0),
                                atol=1e-5 * np.abs(expected).max())
-    comparison = compare_outputs(KerasRunner(network, flip_test=False).predict(crops),
+    comparison = compare_outputs(PosePredictor(network, flip_test=False).predict(crops),
                                  {k: v.numpy() for k, v in outputs.items()},
                                  DEFAULT_TOLERANCES["float32"], "plain")
     assert comparison.passed, comparison

@@ -15,8 +15,9 @@ import pytest
 from pose_fixtures import lose_keypoints
 from tiny_models import he_initialised_tiny_model
 
+from skelpose_tf.inference import PosePredictor
 from skelpose_tf.export import (DEFAULT_TOLERANCES, QUANTIZATIONS, ExportVerificationError,
-                                KerasRunner, TFLiteExporter, Tolerance, compare_ap, dataset_crops,
+                                TFLiteExporter, Tolerance, compare_ap, dataset_crops,
                                 export_all, export_tflite)
 from skelpose_tf.export.runtime import TFLiteRunner, make_interpreter
 from skelpose_tf.export.saved_model import ServingGraph
@@ -70,8 +71,8 @@ def crops(data):
 
 @pytest.fixture(scope="module")
 def references(network, crops):
-    return {"keypoints": KerasRunner(network, flip_test=True).predict(crops),
-            "heatmaps": KerasRunner(network, flip_test=False).predict(crops)}
+    return {"keypoints": PosePredictor(network, flip_test=True).predict(crops),
+            "heatmaps": PosePredictor(network, flip_test=False).predict(crops)}
 
 
 @pytest.mark.parametrize("variant", ["keypoints", "heatmaps"])
@@ -232,7 +233,9 @@ def test_other_decoders_convert_and_agree(tmp_path, network, crops, decoder):
     path = str(tmp_path / f"pose_{decoder}.tflite")
     export_tflite(network, path, graph=graph)
     assert TFLiteRunner(path).codec.decoder == decoder
-    comparison = compare_outputs(KerasRunner(network, decoder, flip_test=False).predict(crops),
+    keras_predictor = PosePredictor(network, network.codec.replace(decoder=decoder),
+                                    flip_test=False)
+    comparison = compare_outputs(keras_predictor.predict(crops),
                                  TFLiteRunner(path).predict(crops),
                                  DEFAULT_TOLERANCES["float32"], path)
     assert comparison.passed, comparison

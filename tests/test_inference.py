@@ -8,7 +8,7 @@ from pose_fixtures import DOT_PEOPLE, DOTS, PoolingNetwork, build_tiny_model, wr
 from skelpose_tf.codec import DECODERS, flip_heatmaps
 from skelpose_tf.data.coco import read_coco_keypoints
 from skelpose_tf.data.pipeline import make_eval_dataset
-from skelpose_tf.inference import PosePredictor, codec_for_model, run_inference
+from skelpose_tf.inference import PosePredictor, run_inference
 
 INPUT_SIZE = (64, 64)
 
@@ -21,7 +21,13 @@ def network():
 
 @pytest.fixture(scope="module")
 def flip_predictor(network):
-    return PosePredictor(network, codec_for_model(network), flip_test=True)
+    return PosePredictor(network, flip_test=True)
+
+
+def decoded(predictor, images, decoder):
+    """(keypoints [B, K, 2] crop pixels, scores [B, K]) of one decoder, as numpy."""
+    keypoints, scores = predictor.codec.decode(predictor.heatmaps(images), method=decoder)
+    return np.asarray(keypoints), np.asarray(scores)
 
 
 def mirrored_points(keypoints, flip_index, width):
@@ -43,8 +49,8 @@ def test_flip_test_makes_predictions_mirror_equivariant(network, flip_predictor)
     # Not `quarter`: its official inside-test 1 < px < w - 1 treats the left and right borders
     # differently, so a peak in column 1 is refined only in the mirror image.
     for decoder in ("weighted", "argmax", "dark"):
-        keypoints, scores = predictor.predict(image, decoder)
-        mirror_keypoints, mirror_scores = predictor.predict(mirror, decoder)
+        keypoints, scores = decoded(predictor, image, decoder)
+        mirror_keypoints, mirror_scores = decoded(predictor, mirror, decoder)
         # A keypoint whose map peaks at <= 0 is not found (score 0, heatmap pixel (0, 0) in
         # both images, so not mirrored); the others must mirror.
         found = mirror_scores > 0
@@ -66,7 +72,7 @@ def test_flip_test_of_a_symmetric_input_gives_mirrored_keypoints(network, flip_p
     # Each map is the mirror of its partner's; a centre keypoint's map is mirror-symmetric.
     np.testing.assert_allclose(heatmaps[:, :, ::-1][..., flip_index], heatmaps,
                                atol=1e-6 * np.abs(heatmaps).max())
-    keypoints, scores = predictor.predict(image, "argmax")
+    keypoints, scores = decoded(predictor, image, "argmax")
     paired = flip_index != np.arange(len(flip_index))
     assert paired.sum() == 2 * len(network.keypoint_set.flip_pairs)
     expected = mirrored_points(keypoints, flip_index, INPUT_SIZE[1])
@@ -75,7 +81,7 @@ def test_flip_test_of_a_symmetric_input_gives_mirrored_keypoints(network, flip_p
 
 
 def test_without_flip_test_the_network_alone_is_not_mirror_equivariant(network):
-    predictor = PosePredictor(network, codec_for_model(network), flip_test=False)
+    predictor = PosePredictor(network, flip_test=False)
     image = np.random.default_rng(0).integers(0, 256, (1, *INPUT_SIZE, 3), dtype=np.uint8)
     mirror_heatmaps = np.asarray(predictor.heatmaps(image[:, :, ::-1]))
     flipped = np.asarray(flip_heatmaps(predictor.heatmaps(image), network.keypoint_set.flip_index))
@@ -89,7 +95,7 @@ def test_keypoints_map_back_to_original_image_pixels(tmp_path, flip_test):
     records = read_coco_keypoints(paths["ann"], paths["images"], DOTS, stub.input_size)
     assert len(records) == 4
     dataset = make_eval_dataset(records, DOTS, stub.input_size, batch_size=3)
-    predictor = PosePredictor(stub, codec_for_model(stub), flip_test=flip_test)
+    predictor = PosePredictor(stub, flip_test=flip_test)
     predictions = run_inference(predictor, dataset, decoders=DECODERS, log_every=0)
     truth = np.stack([records[i].keypoints for i in predictions["record_index"]])
     # One heatmap pixel is 4 crop pixels; a crop pixel is scale / input image pixels.

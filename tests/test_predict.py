@@ -12,6 +12,7 @@ import pytest
 from pose_fixtures import (DOT_IMAGE_SIZE, DOTS, PoolingNetwork, dot_image, run_script,
                            save_tiny_model)
 from skelpose_tf import predict_lib
+from skelpose_tf.drawing import MIN_PANEL_CROP_WIDTH
 from skelpose_tf.data.synthetic import generate_dataset
 
 
@@ -52,7 +53,7 @@ def test_predict_command_on_a_folder_with_partial_boxes_writes_json_drawings_and
         assert all(np.asarray(p["keypoints"]).shape == (17, 3) for p in entry["people"])
         assert cv2.imread(entry["drawing"]).shape == (height, width, 3)
         assert len(entry["maps"]) == len(entry["people"])
-        tile = math.ceil(predict_lib.MIN_PANEL_CROP_WIDTH / 64) * 64  # enlarged 64x64 crop
+        tile = math.ceil(MIN_PANEL_CROP_WIDTH / 64) * 64  # enlarged 64x64 crop
         for maps in entry["maps"]:
             panel = cv2.imread(maps)
             # Two rows (crop, skeletal, keypoint maps; then the three attention maps).
@@ -61,7 +62,9 @@ def test_predict_command_on_a_folder_with_partial_boxes_writes_json_drawings_and
 
 def test_whole_image_prediction_lands_on_the_dots(tmp_path):
     path = write_png(tmp_path / "person.png", dot_image(ONE_PERSON))
-    (prediction,) = predict_lib.predict_images(PoolingNetwork(DOTS), [path], decoder="dark")
+    network = PoolingNetwork(DOTS)
+    network.set_decoding(decoder="dark")
+    (prediction,) = predict_lib.predict_images(network, [path])
     assert prediction.box_source == "whole image (no boxes given)"
     height, width = DOT_IMAGE_SIZE
     np.testing.assert_allclose(prediction.centers, [[(width - 1) / 2, (height - 1) / 2]])
@@ -80,8 +83,7 @@ def test_predictions_move_with_the_image_content(tmp_path):
     box = np.asarray(ONE_PERSON[0][0], np.float32)
     boxes = {paths[0]: (box[None], np.ones(1, np.float32)),
              paths[1]: ((box + [dx, dy, 0, 0])[None], np.ones(1, np.float32))}
-    first, second = predict_lib.predict_images(PoolingNetwork(DOTS), paths, boxes, "boxes.json",
-                                               decoder="weighted")
+    first, second = predict_lib.predict_images(PoolingNetwork(DOTS), paths, boxes, "boxes.json")
     assert first.box_source == "boxes from boxes.json"
     np.testing.assert_allclose(second.keypoints, first.keypoints + [dx, dy], atol=1e-3)
     np.testing.assert_allclose(second.keypoint_scores, first.keypoint_scores, atol=1e-6)
@@ -90,7 +92,7 @@ def test_predictions_move_with_the_image_content(tmp_path):
 def test_written_outputs_and_the_panel_of_a_model_without_skeletal_maps(tmp_path):
     path = write_png(tmp_path / "person.png", dot_image(ONE_PERSON))
     network = PoolingNetwork(DOTS)
-    predictions = predict_lib.predict_images(network, [path])
+    predictions = predict_lib.predict_images(network, [path], keep_maps=True)
     payload = predict_lib.write_outputs(predictions, network, str(tmp_path / "out"),
                                         show_maps=True)
     (entry,) = payload["images"]
@@ -101,7 +103,7 @@ def test_written_outputs_and_the_panel_of_a_model_without_skeletal_maps(tmp_path
     assert not np.array_equal(drawing, dot_image(ONE_PERSON))  # the skeleton is drawn
     (maps,) = entry["maps"]
     panel = cv2.imread(maps)
-    factor = math.ceil(predict_lib.MIN_PANEL_CROP_WIDTH / network.input_size[1])
+    factor = math.ceil(MIN_PANEL_CROP_WIDTH / network.input_size[1])
     tile_height, tile_width = (factor * side for side in network.input_size)
     assert tile_height < panel.shape[0] < 2 * tile_height  # one row: no attention maps
     assert 2 * tile_width < panel.shape[1] < 3 * tile_width  # crop + keypoint heatmaps

@@ -16,15 +16,20 @@ def tiny_pose_model(keypoint_set="coco", skeletal_attention=True, input_size=(64
                             **TOPOLOGIES["tiny"], **kwargs)
 
 
-def he_initialised_tiny_model(input_size=(64, 64), dtype=None, seed=0):
-    """A tiny COCO model whose convolutions are He-initialised.
+def he_initialised_tiny_model(input_size=(64, 64), dtype=None, seed=0, **kwargs):
+    """A tiny COCO model whose convolutions are He-initialised (`he_initialise`)."""
+    keras.utils.set_random_seed(seed)  # the layers' own initialisers too (skeletal module)
+    network = tiny_pose_model("coco", input_size=input_size, dtype=dtype, **kwargs)
+    return he_initialise(network, seed)
+
+
+def he_initialise(network, seed=0):
+    """Give every convolution of `network` He-initialised weights (in place); returns it.
 
     The official N(0, 0.001) initialisation makes untrained heatmaps ~1e-10 everywhere; He
     initialisation gives peaked, input-dependent heatmaps, so export and decoding comparisons
     between two runtimes test something.
     """
-    keras.utils.set_random_seed(seed)  # the layers' own initialisers too (skeletal module)
-    network = tiny_pose_model("coco", input_size=input_size, dtype=dtype)
     rng = np.random.default_rng(seed)
     for layer in network.layers:
         if isinstance(layer, keras.layers.Conv2D):

@@ -95,7 +95,7 @@ def load_coco_ground_truth(annotation_file: str):
         return COCO(annotation_file)
 
 
-def _keypoint_category(coco_gt, source: str):
+def keypoint_category(coco_gt, source: str):
     """(category id, number of keypoints) of the annotation file's keypoint category."""
     categories = coco_gt.dataset.get("categories", [])
     with_keypoints = [c for c in categories if c.get("keypoints")]
@@ -248,7 +248,7 @@ class CocoKeypointMetric:
         self.box_source = box_source
         self.oks_nms_threshold = float(oks_nms_threshold)
         self.keypoint_score_threshold = float(keypoint_score_threshold)
-        self.category_id, num_keypoints = _keypoint_category(self.coco_gt, self.annotation_file)
+        self.category_id, num_keypoints = keypoint_category(self.coco_gt, self.annotation_file)
         if num_keypoints != keypoint_set.num_keypoints:
             raise ValueError(
                 f"Keypoint set {keypoint_set.name!r} has {keypoint_set.num_keypoints} keypoints, "
@@ -388,3 +388,38 @@ class CocoKeypointMetric:
             num_images=num_images,
             summary_lines=summary,
         )
+
+
+def coco_evaluate(predictions: dict, decoder: str, annotation_file, keypoint_set, box_source: str,
+                  results_file: str, image_ids=None) -> CocoKeypointResult:
+    """COCO keypoint metrics of one decoder's predictions (`skelpose_tf.inference` output).
+
+    Rescoring, OKS-NMS (area = the padded box area, `prod(scale)`), the results JSON and
+    pycocotools' COCOeval, as `CocoKeypointMetric` (the official HRNet evaluation).
+
+    Args:
+        predictions: {"image_id" [N], "center" [N, 2], "scale" [N, 2] (image pixels),
+            "box_score" [N], "keypoints": {decoder: [N, K, 2] original-image pixels},
+            "scores": {decoder: [N, K]}} (`skelpose_tf.inference.run_inference`).
+        decoder: which decoder's keypoints to score.
+        annotation_file: the COCO ground-truth file (or a loaded `COCO` object).
+        keypoint_set: the model's `KeypointSet`.
+        box_source: description of the person boxes (`GROUND_TRUTH_BOXES` or
+            `detector_box_source(path)`), carried into the report.
+        results_file: where to write the COCO results JSON.
+        image_ids: evaluate only these images (default: all annotated images).
+
+    Returns:
+        A `CocoKeypointResult` (`.stats`, `str()` prints the paper's table layout).
+    """
+    metric = CocoKeypointMetric(annotation_file, keypoint_set, box_source)
+    metric.add(
+        image_ids=predictions["image_id"],
+        keypoints=predictions["keypoints"][decoder],
+        keypoint_scores=predictions["scores"][decoder],
+        box_scores=predictions["box_score"],
+        areas=np.prod(predictions["scale"], axis=-1),
+        centers=predictions["center"],
+        scales=predictions["scale"],
+    )
+    return metric.evaluate(results_file, image_ids=image_ids)

@@ -18,7 +18,7 @@ from skelpose_tf.export.bundle import (FAILED_SUFFIX, HEATMAP_QUANTIZATIONS, KIL
                                        ExportReport, RejectedExportError, compare_ap,
                                        directory_size, export_all, export_verified_saved_model,
                                        export_verified_tflite, staged_directory)
-from skelpose_tf.export.runtime import KerasRunner, open_runner
+from skelpose_tf.export.runtime import open_runner
 from skelpose_tf.export.saved_model import (ServingGraph, export_saved_model, metadata_path,
                                             read_metadata)
 from skelpose_tf.export.tflite import QUANTIZATIONS, VARIANTS, TFLiteExporter, export_tflite
@@ -28,7 +28,7 @@ from skelpose_tf.export.verify import (DEFAULT_TOLERANCES, Comparison, ExportVer
 
 __all__ = [
     "DEFAULT_TOLERANCES", "QUANTIZATIONS", "VARIANTS", "Comparison", "ExportReport",
-    "ExportVerificationError", "ExportedArtifact", "KerasRunner", "RejectedExportError",
+    "ExportVerificationError", "ExportedArtifact", "RejectedExportError",
     "ServingGraph", "TFLiteExporter", "Tolerance", "compare_ap", "crops_from_records",
     "dataset_crops", "evaluate_exported_ap", "export_all", "export_saved_model", "export_tflite",
     "export_verified_saved_model", "export_verified_tflite", "metadata_path", "open_runner",

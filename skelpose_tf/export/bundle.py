@@ -19,7 +19,7 @@ import sys
 
 from skelpose_tf.atomic_files import (recover_directory, replace_directory, staging_directory,
                                       write_json_atomic)
-from skelpose_tf.export.runtime import KerasRunner
+from skelpose_tf.inference import PosePredictor
 from skelpose_tf.export.saved_model import (ServingGraph, export_saved_model, float32_network,
                                             read_metadata, write_metadata)
 from skelpose_tf.export.tflite import QUANTIZATIONS, TFLiteExporter
@@ -190,7 +190,7 @@ def export_verified_saved_model(graph: ServingGraph, path, reference, verificati
     Args:
         graph: the `ServingGraph` (network, decoder, flip test).
         path: the SavedModel directory.
-        reference: Keras outputs for `verification_crops` (`KerasRunner.predict`, same decoder
+        reference: Keras outputs for `verification_crops` (`PosePredictor.predict`, same decoder
             and flip test).
         verification_crops: uint8 [N, H, W, 3] real crops.
         tolerance: the `Tolerance` of both comparisons.
@@ -241,8 +241,8 @@ def export_verified_tflite(exporter: TFLiteExporter, path, reference, verificati
 
 def export_all(network, out_dir, calibration_crops, verification_crops, *,
                quantizations=QUANTIZATIONS, heatmap_quantizations=HEATMAP_QUANTIZATIONS,
-               saved_model=True, include_heatmaps=True, flip_test=True, decoder="weighted",
-               top_n=20, tolerances=None, num_threads=2, raise_on_failure=True,
+               saved_model=True, include_heatmaps=True, flip_test=True, decoder=None,
+               tolerances=None, num_threads=2, raise_on_failure=True,
                out=sys.stdout) -> ExportReport:
     """Write and verify the SavedModel and the TFLite models of a trained network, all or none.
 
@@ -280,7 +280,8 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
         heatmap_quantizations: of the heatmap-only models (none: empty).
         saved_model: also write and verify the SavedModel.
         include_heatmaps: the SavedModel's `serving_default` also returns `heatmaps`.
-        flip_test, decoder, top_n: baked into the SavedModel and the keypoint models.
+        flip_test, decoder: baked into the SavedModel and the keypoint models (decoder None:
+            the network's own codec, `network.codec`, as every other setting of decoding).
         tolerances: {quantization: `Tolerance`} overriding `DEFAULT_TOLERANCES`.
         num_threads: interpreter threads for the verification runs.
         raise_on_failure: on a verification failure, keep `out_dir` and raise (see above).
@@ -301,7 +302,7 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
             network, staged, calibration_crops, verification_crops, quantizations=quantizations,
             heatmap_quantizations=heatmap_quantizations, saved_model=saved_model,
             include_heatmaps=include_heatmaps, flip_test=flip_test, decoder=decoder,
-            top_n=top_n, tolerances=tolerances, num_threads=num_threads, out=out)
+            tolerances=tolerances, num_threads=num_threads, out=out)
         rejected = raise_on_failure and not report.passed
         report = report.moved_to(
             os.path.normpath(os.fspath(out_dir)) + FAILED_SUFFIX if rejected else out_dir)
@@ -316,13 +317,13 @@ def export_all(network, out_dir, calibration_crops, verification_crops, *,
 
 def _write_verified_exports(network, out_dir, calibration_crops, verification_crops, *,
                             quantizations, heatmap_quantizations, saved_model, include_heatmaps,
-                            flip_test, decoder, top_n, tolerances, num_threads,
+                            flip_test, decoder, tolerances, num_threads,
                             out) -> ExportReport:
     """Write and verify every artifact of `export_all` into `out_dir` (the staging directory);
     the `ExportReport` names `out_dir`. Arguments as `export_all` (`tolerances` complete)."""
-    graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n)
-    reference = KerasRunner(graph.network, decoder, flip_test, top_n).predict(verification_crops)
-    plain_reference = (KerasRunner(graph.network, decoder, False, top_n).predict(
+    graph = ServingGraph(network, decoder=decoder, flip_test=flip_test)
+    reference = PosePredictor(graph.network, graph.codec, flip_test).predict(verification_crops)
+    plain_reference = (PosePredictor(graph.network, graph.codec, False).predict(
         verification_crops) if flip_test and heatmap_quantizations else reference)
     artifacts = []
     if saved_model:
@@ -343,7 +344,7 @@ def _write_verified_exports(network, out_dir, calibration_crops, verification_cr
                 _kill_point(_artifact_point(artifacts))
     return ExportReport(
         out_dir=os.fspath(out_dir), artifacts=tuple(artifacts), flip_test=bool(flip_test),
-        decoder=decoder, num_verification_crops=len(verification_crops),
+        decoder=graph.codec.decoder, num_verification_crops=len(verification_crops),
         num_calibration_crops=0 if calibration_crops is None else len(calibration_crops))
 
 

@@ -4,9 +4,10 @@
 LiteRT runtime; XNNPACK on CPU) and falls back to `tf.lite.Interpreter` (deprecated since TF
 2.20, still present) when `ai-edge-litert` is not installed.
 
-The runners give every kind of model one interface, which verification, the AP evaluation and
-the benchmark use:
+The runners of exported models follow the runner interface of `skelpose_tf.inference` (which
+the one inference path, verification, the AP evaluation and the benchmark use):
 
+    runner.input_size, runner.codec (from the export JSON), runner.flip_test,
     runner.predict(images uint8 [N, H, W, 3]) -> {"keypoints": float32 [N, K, 2] (x, y) crop
         pixels, "keypoint_scores": float32 [N, K], "heatmaps": float32 [N, h, w, K] or absent}
 
@@ -14,7 +15,8 @@ the benchmark use:
   pixels, or `heatmaps` decoded with the codec its JSON names); batches are cut to the model's
   fixed batch size.
 - `SavedModelRunner`: the SavedModel's `serving_default`.
-- `KerasRunner`: the Keras network through `PosePredictor` (the reference).
+- a Keras network: `skelpose_tf.inference.PosePredictor` (the reference); `open_runner` opens
+  any of the three.
 
 Inputs are checked before they reach a runtime: LiteRT's signature runner silently *resizes*
 its input to whatever it is given, which turns a wrong crop size into a wrong answer.
@@ -74,6 +76,18 @@ def check_images(images, input_size, where) -> np.ndarray:
     return images
 
 
+def codec_from_metadata(metadata: dict):
+    """The `HeatmapCodec` an export JSON describes (input size, keypoint set, decoding)."""
+    from skelpose_tf.codec import HeatmapCodec
+
+    size, decoding = metadata["input_size"], metadata["decoder"]
+    return HeatmapCodec((int(size["height"]), int(size["width"])),
+                        metadata["keypoint_set_config"], stride=int(decoding["stride"]),
+                        sigma=float(decoding["sigma"]), decoder=decoding["method"],
+                        top_n=int(decoding["top_n"]),
+                        pixel_convention=decoding.get("pixel_convention", "centered"))
+
+
 class TFLiteRunner:
     """Runs an exported .tflite model (either variant) described by its JSON.
 
@@ -83,23 +97,17 @@ class TFLiteRunner:
 
     Attributes:
         metadata: the JSON dict; `input_size` (H, W); `batch_size` (the model's fixed batch);
-        `variant`; `codec` (a `HeatmapCodec` matching the JSON's decoder).
+        `variant`; `codec` (the JSON's `HeatmapCodec`); `flip_test`.
     """
 
     def __init__(self, path, num_threads=2):
-        from skelpose_tf.codec import HeatmapCodec
-
         self.path = os.fspath(path)
         self.metadata = read_metadata(self.path)
         self.variant = self.metadata["variant"]
-        size = self.metadata["input_size"]
-        self.input_size = (int(size["height"]), int(size["width"]))
+        self.codec = codec_from_metadata(self.metadata)
+        self.input_size = self.codec.input_size
+        self.flip_test = bool(self.metadata["flip_test"])
         self.batch_size = int(self.metadata["batch_size"])
-        decoder = self.metadata["decoder"]
-        self.codec = HeatmapCodec(self.input_size, self.metadata["keypoint_set_config"],
-                                  stride=int(decoder["stride"]), sigma=float(decoder["sigma"]),
-                                  decoder=decoder["method"], top_n=int(decoder["top_n"]),
-                                  pixel_convention=decoder.get("pixel_convention", "centered"))
         self.interpreter = make_interpreter(self.path, num_threads=num_threads)
         self.signature = self.interpreter.get_signature_runner(SERVING_SIGNATURE)
 
@@ -149,8 +157,9 @@ class SavedModelRunner:
 
         self.path = os.fspath(path)
         self.metadata = read_metadata(self.path)
-        size = self.metadata["input_size"]
-        self.input_size = (int(size["height"]), int(size["width"]))
+        self.codec = codec_from_metadata(self.metadata)
+        self.input_size = self.codec.input_size
+        self.flip_test = bool(self.metadata["flip_test"])
         self.model = load_saved_model(self.path)
         self.signature = self.model.signatures[SERVING_SIGNATURE]
 
@@ -158,31 +167,6 @@ class SavedModelRunner:
         """keypoints [N, K, 2] crop pixels, keypoint_scores [N, K] (+ heatmaps if exported)."""
         images = check_images(images, self.input_size, f"SavedModel {self.path}")
         return {name: value.numpy() for name, value in self.signature(images=images).items()}
-
-
-class KerasRunner:
-    """The Keras network as a runner (the reference of every comparison).
-
-    Args:
-        network: a `PoseHRNet`.
-        decoder, flip_test, top_n: as in the export.
-    """
-
-    def __init__(self, network, decoder="weighted", flip_test=True, top_n=20):
-        from skelpose_tf.inference import PosePredictor, codec_for_model
-
-        self.network = network
-        self.input_size = tuple(network.input_size)
-        self.codec = codec_for_model(network, decoder=decoder, top_n=top_n)
-        self.predictor = PosePredictor(network, self.codec, flip_test=flip_test)
-
-    def predict(self, images) -> dict:
-        """keypoints [N, K, 2] crop pixels, keypoint_scores [N, K], heatmaps [N, h, w, K]."""
-        images = check_images(images, self.input_size, f"Keras model {self.network.name}")
-        heatmaps = self.predictor.heatmaps(images)
-        keypoints, scores = self.codec.decode(heatmaps)
-        return {"keypoints": np.asarray(keypoints), "keypoint_scores": np.asarray(scores),
-                "heatmaps": np.asarray(heatmaps)}
 
 
 def recover_interrupted_export(path) -> bool:
@@ -214,14 +198,21 @@ def open_runner(artifact, num_threads=2, **keras_options):
     first (`recover_interrupted_export`).
 
     Args:
-        artifact: a path, a `keras.Model` (`keras_options`: decoder, flip_test, top_n), or an
-            object that already has `predict` and `input_size`.
+        artifact: a path, a pose network (a Keras `PoseHRNet`, or any callable with
+            `keypoint_set` and `codec`: a `PosePredictor` with its own codec;
+            `keras_options`: `decoder` (None: the network's), `flip_test`), or a runner, which
+            is returned as it is.
         num_threads: interpreter threads of a .tflite model.
     """
     import keras
 
-    if isinstance(artifact, keras.Model):
-        return KerasRunner(artifact, **keras_options)
+    if isinstance(artifact, keras.Model) or (callable(artifact)
+                                              and hasattr(artifact, "keypoint_set")):
+        from skelpose_tf.inference import PosePredictor
+
+        decoder = keras_options.pop("decoder", None)
+        codec = artifact.codec.replace(decoder=decoder)
+        return PosePredictor(artifact, codec, **keras_options)
     if not isinstance(artifact, (str, os.PathLike)):
         return artifact
     path = os.fspath(artifact)

@@ -57,7 +57,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from skelpose_tf.atomic_files import write_json_atomic
 from skelpose_tf.codec import DECODERS
-from skelpose_tf.inference import PosePredictor, codec_for_model
+from skelpose_tf.inference import PosePredictor
 from skelpose_tf.models.image_normalization import IMAGENET_MEAN, IMAGENET_STD
 
 SERVING_SIGNATURE = "serving_default"
@@ -96,9 +96,9 @@ class ServingGraph:
 
     Args:
         network: a `PoseHRNet` (mixed precision is rebuilt in float32, see `float32_network`).
-        decoder: heatmap decoder baked into the graph, one of `skelpose_tf.codec.DECODERS`.
+        decoder: heatmap decoder baked into the graph, one of `skelpose_tf.codec.DECODERS`
+            (None: the network's own, `network.codec`, with its sigma, N and pixel convention).
         flip_test: average each crop's heatmaps with those of its mirror image.
-        top_n: N of the `weighted` decoder.
         padding: crop region enlargement around a box in `full_image`.
 
     Attributes:
@@ -106,14 +106,13 @@ class ServingGraph:
         `keypoint_set`.
     """
 
-    def __init__(self, network, decoder="weighted", flip_test=True, top_n=20,
-                 padding=BOX_PADDING):
-        if decoder not in DECODERS:
+    def __init__(self, network, decoder=None, flip_test=True, padding=BOX_PADDING):
+        if decoder is not None and decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}. Received: decoder={decoder!r}")
         if not padding > 0:
             raise ValueError(f"padding must be positive. Received: padding={padding!r}")
         self.network = float32_network(network)
-        self.codec = codec_for_model(self.network, decoder=decoder, top_n=top_n)
+        self.codec = self.network.codec.replace(decoder=decoder)
         self.flip_test = bool(flip_test)
         self.padding = float(padding)
         self.input_size = tuple(self.codec.input_size)
@@ -264,8 +263,14 @@ class ServingGraph:
 
     # Metadata --------------------------------------------------------------------------------
     def describe(self) -> dict:
-        """What every exported artifact's JSON says about the model and its decoding."""
+        """What every exported artifact's JSON says about the model and its decoding.
+
+        `decoder` is `HeatmapCodec.describe_decoding()`: the method, N, sigma, stride, pixel
+        convention and the heatmap-to-crop mapping of this model (`heatmap_to_crop`: formula,
+        and `x_crop = x_heatmap * scale + offset`).
+        """
         keypoint_set = self.keypoint_set
+        decoding = self.codec.describe_decoding()
         return {
             "format_version": METADATA_VERSION,
             "input_size": {"height": self.input_size[0], "width": self.input_size[1]},
@@ -279,7 +284,7 @@ class ServingGraph:
             "heatmap_size": {"height": self.heatmap_size[0], "width": self.heatmap_size[1]},
             "heatmap_stride": self.codec.stride,
             "coordinates": ("continuous pixel coordinates, pixel centres at integers; heatmap "
-                            "to crop: x_crop = (x_heatmap + 0.5) * stride - 0.5"),
+                            "to crop: " + decoding["heatmap_to_crop"]["formula"]),
             "keypoint_set": keypoint_set.name,
             "keypoint_set_config": keypoint_set.to_config(),
             "keypoint_names": list(keypoint_set.keypoint_names),
@@ -289,12 +294,7 @@ class ServingGraph:
                       for link in keypoint_set.links],
             "oks_sigmas": list(keypoint_set.oks_sigmas),
             "flip_test": self.flip_test,
-            "decoder": {
-                "method": self.codec.decoder, "top_n": self.codec.top_n,
-                "sigma": self.codec.sigma, "stride": self.codec.stride,
-                "pixel_convention": self.codec.pixel_convention,
-                "score": "the heatmap's peak value",
-            },
+            "decoder": decoding,
             "network": {"name": self.network.name,
                         "width": getattr(self.network, "width", None),
                         "skeletal_attention": getattr(self.network, "skeletal_attention", None)},
@@ -363,18 +363,18 @@ def read_metadata(artifact_path) -> dict:
                          "Export with skelpose_tf.export (export_tflite.py) to write it.") from None
 
 
-def export_saved_model(network, path, *, decoder="weighted", flip_test=True,
-                       include_heatmaps=True, top_n=20, padding=BOX_PADDING,
+def export_saved_model(network, path, *, decoder=None, flip_test=True,
+                       include_heatmaps=True, padding=BOX_PADDING,
                        graph: ServingGraph | None = None) -> str:
     """Export `network` as a frozen SavedModel with `serving_default` and `full_image`.
 
     Args:
         network: a trained `PoseHRNet`.
         path: output directory; its JSON description is written inside as `pose_export.json`.
-        decoder: heatmap decoder in the graph (`skelpose_tf.codec.DECODERS`).
+        decoder: heatmap decoder in the graph (`skelpose_tf.codec.DECODERS`; None: the
+            network's own).
         flip_test: average with the mirrored crop's heatmaps (twice the compute).
         include_heatmaps: also return `heatmaps` from `serving_default`.
-        top_n: N of the `weighted` decoder.
         padding: region enlargement around the boxes of `full_image`.
         graph: a `ServingGraph` to reuse (its decoder, flip test and padding then win).
 
@@ -382,8 +382,7 @@ def export_saved_model(network, path, *, decoder="weighted", flip_test=True,
         `path`.
     """
     if graph is None:
-        graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n,
-                             padding=padding)
+        graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, padding=padding)
     write_serving_saved_model(path, {
         SERVING_SIGNATURE: graph.crops_signature(include_heatmaps),
         FULL_IMAGE_SIGNATURE: graph.full_image_signature(),

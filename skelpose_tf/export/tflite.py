@@ -212,8 +212,7 @@ class TFLiteExporter:
     def __init__(self, graph: ServingGraph):
         self.graph = graph
         self._plain_graph = graph if not graph.flip_test else ServingGraph(
-            graph.network, decoder=graph.codec.decoder, flip_test=False,
-            top_n=graph.codec.top_n, padding=graph.padding)
+            graph.network, decoder=graph.codec.decoder, flip_test=False, padding=graph.padding)
         self._scratch = tempfile.TemporaryDirectory(prefix="skelpose_tflite_")
         self._sources = {}
 
@@ -261,8 +260,8 @@ class TFLiteExporter:
 
 
 def export_tflite(network, path, *, quantization="float32", variant="keypoints",
-                  decoder="weighted", flip_test=True, calibration_crops=None, batch_size=1,
-                  top_n=20, graph: ServingGraph | None = None) -> dict:
+                  decoder=None, flip_test=True, calibration_crops=None, batch_size=1,
+                  graph: ServingGraph | None = None) -> dict:
     """Convert `network` to a .tflite file and write its JSON contract beside it.
 
     Args:
@@ -271,18 +270,18 @@ def export_tflite(network, path, *, quantization="float32", variant="keypoints",
         quantization: one of `QUANTIZATIONS`.
         variant: "keypoints" (MoveNet contract, decoder and flip test inside) or "heatmaps"
             (the network alone: no decoder, no flip test).
-        decoder: decoder of the `keypoints` variant (`skelpose_tf.codec.DECODERS`).
+        decoder: decoder of the `keypoints` variant (`skelpose_tf.codec.DECODERS`; None: the
+            network's own, `network.codec`).
         flip_test: flip test inside the `keypoints` variant.
         calibration_crops: uint8 [N, H, W, 3] real crops, required for `int8`.
         batch_size: the model's fixed batch (1 for the MoveNet contract).
-        top_n: N of the `weighted` decoder.
         graph: a `ServingGraph` to reuse (its decoder/flip settings win over the arguments).
 
     Returns:
         The metadata dict written to the JSON file (with `path`, `ops`, `size_bytes`).
     """
     if graph is None:
-        graph = ServingGraph(network, decoder=decoder, flip_test=flip_test, top_n=top_n)
+        graph = ServingGraph(network, decoder=decoder, flip_test=flip_test)
     with TFLiteExporter(graph) as exporter:
         return exporter.export(path, quantization, variant, calibration_crops, batch_size)
 

@@ -2,7 +2,7 @@
 
 Every export ends with `verify_artifact`: the artifact is loaded back with its runtime
 (`runtime.open_runner`), run on real crops from the data set, and compared with the Keras
-network run by the evaluation code path (`KerasRunner`: `PosePredictor` + the codec, same
+network run by the evaluation code path (`skelpose_tf.inference.PosePredictor`, same
 decoder and flip test, in float32). Reported, in crop pixels:
 
 - keypoint error: Euclidean distance between exported and Keras keypoints, max and mean over
@@ -19,9 +19,9 @@ A comparison past its `Tolerance` is a failure; `raise_on_failure` raises
 `ExportVerificationError` listing every failing artifact with its numbers.
 
 `evaluate_exported_ap` scores any artifact (or the Keras network) with pycocotools on a COCO
--format set (the synthetic val set by default in the scripts), through the same crops, mapping
-back and rescoring as `skelpose_tf.inference.coco_evaluate`, so the AP of each quantisation
-sits next to the Keras model's AP.
+-format set (the synthetic val set by default in the scripts) through the one inference path
+(`skelpose_tf.inference.predict_records`: the same crops, mapping back and rescoring as
+`evaluate.py`), so the AP of each quantisation sits next to the Keras model's AP.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def verify_artifact(artifact, reference: dict, crops, tolerance: Tolerance, num_
 
     Args:
         artifact: a .tflite path or a SavedModel directory (or a runner).
-        reference: the Keras outputs for the same crops (`KerasRunner(...).predict(crops)`;
+        reference: the Keras outputs for the same crops (`PosePredictor(...).predict(crops)`;
             for the heatmap-only TFLite variant, without the flip test).
         crops: uint8 [N, H, W, 3] real crops.
         tolerance: the `Tolerance` to check.
@@ -255,13 +255,13 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
                          records=None, **keras_options):
     """COCO keypoint AP of an exported model (or of the Keras network) on a COCO-format set.
 
-    Crops come from `make_eval_dataset` (ground-truth boxes unless `records` says otherwise),
-    keypoints go back to image pixels with `crop_to_image`, and scoring is
-    `skelpose_tf.inference.coco_evaluate` (rescoring, OKS-NMS, pycocotools).
+    The one inference path (`skelpose_tf.inference.predict_records`: pipeline crops,
+    ground-truth boxes unless `records` says otherwise, back to image pixels) and
+    `coco_metric.coco_evaluate` (rescoring, OKS-NMS, pycocotools), as `evaluate.py`.
 
     Args:
         artifact: a .tflite file, a SavedModel directory, or a Keras network (then
-            `keras_options`: decoder, flip_test, top_n).
+            `keras_options`: decoder, flip_test).
         annotation_file, image_dir: the COCO keypoint file and its images.
         results_file: where to write the COCO results JSON.
         max_images: evaluate only the first this many images of the annotation file, by
@@ -276,13 +276,12 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
         A `CocoKeypointResult` (`.stats["AP"]`; `str()` prints the table).
     """
     from skelpose_tf.data.coco import read_coco_keypoints
-    from skelpose_tf.data.pipeline import make_eval_dataset
-    from skelpose_tf.data.transforms import crop_to_image
-    from skelpose_tf.evaluation.coco_metric import GROUND_TRUTH_BOXES, load_coco_ground_truth
-    from skelpose_tf.inference import coco_evaluate
+    from skelpose_tf.evaluation.coco_metric import (GROUND_TRUTH_BOXES, coco_evaluate,
+                                                    load_coco_ground_truth)
+    from skelpose_tf.inference import predict_records
 
     runner = open_runner(artifact, num_threads=num_threads, **keras_options)
-    keypoint_set = _runner_keypoint_set(runner)
+    keypoint_set = runner.codec.keypoint_set
     if records is None:
         records = read_coco_keypoints(annotation_file, image_dir, keypoint_set,
                                       runner.input_size)
@@ -293,30 +292,10 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
         records = [r for r in records if int(r.image_id) in chosen]
     if not records:
         raise ValueError(f"No person to evaluate in {annotation_file}.")
-    parts = {key: [] for key in ("image_id", "center", "scale", "box_score", "keypoints",
-                                 "scores")}
-    for images, meta in make_eval_dataset(records, keypoint_set, runner.input_size, batch_size):
-        predicted = runner.predict(images.numpy())
-        center, scale = meta["center"].numpy(), meta["scale"].numpy()
-        parts["keypoints"].append(crop_to_image(predicted["keypoints"], center, scale,
-                                                runner.input_size))
-        parts["scores"].append(predicted["keypoint_scores"])
-        for key in ("image_id", "center", "scale", "box_score"):
-            parts[key].append(meta[key].numpy())
-    predictions = {key: np.concatenate(values) for key, values in parts.items()}
-    predictions["keypoints"] = {"exported": predictions["keypoints"]}
-    predictions["scores"] = {"exported": predictions["scores"]}
+    predictions = predict_records(runner, records, batch_size=batch_size)
     os.makedirs(os.path.dirname(os.path.abspath(results_file)), exist_ok=True)
-    return coco_evaluate(predictions, "exported", annotation_file, keypoint_set,
+    return coco_evaluate(predictions, runner.codec.decoder, annotation_file, keypoint_set,
                          box_source or GROUND_TRUTH_BOXES, results_file, image_ids=image_ids)
-
-
-def _runner_keypoint_set(runner):
-    from skelpose_tf.keypoints import get_keypoint_set
-
-    if hasattr(runner, "network"):
-        return runner.network.keypoint_set
-    return get_keypoint_set(runner.metadata["keypoint_set_config"])
 
 
 def verify_full_image(saved_model_dir, reference: dict, crops, tolerance: Tolerance,

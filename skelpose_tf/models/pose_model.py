@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from skelpose_tf.codec import check_pixel_convention
+from skelpose_tf.codec import DEFAULT_DECODER, DEFAULT_TOP_N, HEATMAP_STRIDE, HeatmapCodec
 from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
 from skelpose_tf.models import hrnet_blocks as blocks
 from skelpose_tf.models.image_normalization import ImageNormalization
@@ -23,7 +23,6 @@ TOPOLOGIES = {
 }
 STEM_CHANNELS = 64
 INPUT_MULTIPLE = 32
-HEATMAP_STRIDE = 4
 
 
 def parse_input_size(input_size):
@@ -62,9 +61,20 @@ class PoseHRNet(keras.Model):
             a shallower network with the same structure (fast tests, small demos).
         blocks_per_branch: BASIC blocks per branch in every module (official: 4); also the
             number of stage-1 bottlenecks.
-        pixel_convention: how its heatmaps map to input pixels, read by the `HeatmapCodec`
-            that trains and decodes it: "centered" (below) or "hrnet" (pixel (i, j) at
-            `(4 j, 4 i)`, the official code's; set for converted published checkpoints).
+        pixel_convention: how its heatmaps map to input pixels: "centered" (below) or
+            "hrnet" (pixel (i, j) at `(4 j, 4 i)`, the official code's; set for converted
+            published checkpoints).
+        sigma: keypoint Gaussian std of its training targets, in heatmap pixels (None: the
+            official default, `codec.default_sigma`: 2, or 3 from 384-pixel-high inputs).
+            The `dark` decoder blurs with it.
+        decoder: its default heatmap decoder (`codec.DECODERS`).
+        top_n: N of the `weighted` decoder.
+        heatmap_stride: input pixels per heatmap pixel; HRNet's is 4 (the only value built).
+
+    The codec settings (`pixel_convention`, `sigma`, `decoder`, `top_n`, `heatmap_stride`)
+    are part of the config, so a `.keras` file carries them; `model.codec` is the
+    `HeatmapCodec` that every consumer (training targets, evaluation, prediction, export)
+    uses.
         **kwargs: `name`, `trainable`.
 
     Call arguments:
@@ -84,13 +94,21 @@ class PoseHRNet(keras.Model):
 
     def __init__(self, width=32, input_size=(256, 192), keypoint_set="coco",
                  skeletal_attention=True, dtype=None, stage_modules=STAGE_MODULES,
-                 blocks_per_branch=BLOCKS_PER_BRANCH, pixel_convention="centered", **kwargs):
-        check_pixel_convention(pixel_convention)
+                 blocks_per_branch=BLOCKS_PER_BRANCH, pixel_convention="centered", sigma=None,
+                 decoder=DEFAULT_DECODER, top_n=DEFAULT_TOP_N, heatmap_stride=HEATMAP_STRIDE,
+                 **kwargs):
+        if heatmap_stride != HEATMAP_STRIDE:
+            raise ValueError(f"HRNet's heatmaps have stride {HEATMAP_STRIDE}. Received: "
+                             f"heatmap_stride={heatmap_stride!r}")
         if int(width) != width or width <= 0:
             raise ValueError(f"width must be a positive integer. Received: width={width}")
         width = int(width)
         height, image_width = parse_input_size(input_size)
         keypoints = get_keypoint_set(keypoint_set)
+        # Checks the codec settings before the (slow) graph is built.
+        codec = HeatmapCodec((height, image_width), keypoints, stride=HEATMAP_STRIDE,
+                             sigma=sigma, decoder=decoder, top_n=top_n,
+                             pixel_convention=pixel_convention)
         if skeletal_attention and keypoints.num_links == 0:
             raise ValueError(
                 f"skeletal_attention needs skeletal links, but keypoint set {keypoints.name!r} "
@@ -148,12 +166,31 @@ class PoseHRNet(keras.Model):
         self.dtype_argument = dtype
         self.stage_modules = stage_modules
         self.blocks_per_branch = int(blocks_per_branch)
-        self.pixel_convention = pixel_convention
+        self._codec = codec
+
+    @property
+    def codec(self) -> HeatmapCodec:
+        """The model's `HeatmapCodec`: input size, stride, keypoint set, sigma, decoder, top_n
+        and pixel convention (use `codec.replace(decoder=...)` for another decoder)."""
+        return self._codec
+
+    def set_decoding(self, decoder=None, top_n=None) -> None:
+        """Change how the heatmaps are decoded from now on (None keeps a setting).
+
+        The decoder and its N are inference choices; `sigma` and the pixel convention are
+        facts of the training and stay. The change is part of the config (a later save keeps
+        it) and of every export.
+        """
+        self._codec = self._codec.replace(decoder=decoder, top_n=top_n)
+
+    @property
+    def pixel_convention(self) -> str:
+        return self._codec.pixel_convention
 
     @property
     def heatmap_size(self):
         """`(h, w)` of the output heatmaps."""
-        return (self.input_size[0] // HEATMAP_STRIDE, self.input_size[1] // HEATMAP_STRIDE)
+        return self._codec.heatmap_size
 
     def get_config(self):
         keypoint_set = self.keypoint_set
@@ -167,7 +204,11 @@ class PoseHRNet(keras.Model):
             "skeletal_attention": self.skeletal_attention,
             "stage_modules": list(self.stage_modules),
             "blocks_per_branch": self.blocks_per_branch,
-            "pixel_convention": self.pixel_convention,
+            "pixel_convention": self._codec.pixel_convention,
+            "sigma": self._codec.sigma,
+            "decoder": self._codec.decoder,
+            "top_n": self._codec.top_n,
+            "heatmap_stride": self._codec.stride,
             "dtype": (
                 self.dtype_argument
                 if self.dtype_argument is None or isinstance(self.dtype_argument, str)
@@ -183,7 +224,8 @@ class PoseHRNet(keras.Model):
 def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
                      skeletal_attention=True, dtype=None, name=None,
                      stage_modules=STAGE_MODULES, blocks_per_branch=BLOCKS_PER_BRANCH,
-                     pixel_convention="centered"):
+                     pixel_convention="centered", sigma=None, decoder=DEFAULT_DECODER,
+                     top_n=DEFAULT_TOP_N):
     """Build the skeletal-heatmap pose model (see `PoseHRNet` for arguments and outputs).
 
     Example:
@@ -198,4 +240,5 @@ def build_pose_model(width=32, input_size=(256, 192), keypoint_set="coco",
     return PoseHRNet(width=width, input_size=input_size, keypoint_set=keypoint_set,
                      skeletal_attention=skeletal_attention, dtype=dtype,
                      stage_modules=stage_modules, blocks_per_branch=blocks_per_branch,
-                     pixel_convention=pixel_convention, **kwargs)
+                     pixel_convention=pixel_convention, sigma=sigma, decoder=decoder,
+                     top_n=top_n, **kwargs)

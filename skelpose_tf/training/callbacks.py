@@ -11,8 +11,7 @@ import tensorflow as tf
 
 from skelpose_tf.atomic_files import (atomic_write, keras_file_metadata, save_keras_atomic,
                                       write_text_atomic)
-from skelpose_tf.drawing import draw_pose, heatmap_overlay, tile_images
-from skelpose_tf.models.skeletal_attention import body_attention_maps
+from skelpose_tf.drawing import pose_panels
 
 class RunCheckpoint(keras.callbacks.Callback):
     """Writes the run's checkpoint (`RunState.save`) every `every_steps` optimizer steps and
@@ -123,53 +122,6 @@ class ValidationCallback(keras.callbacks.Callback):
               f"{' (best so far, saved best.keras)' if improved else ''}", flush=True)
 
 
-def pose_panels(network, codec, images, max_images=4):
-    """Pictures of the model's predictions on crops, as RGB uint8 arrays.
-
-    Args:
-        network: the pose network.
-        codec: its `HeatmapCodec`.
-        images: uint8 `[B, H, W, 3]` input crops.
-        max_images: how many crops to draw.
-
-    Returns:
-        Dict of uint8 `[H', W', 3]` panels: `skeletons` (decoded keypoints drawn on the crops),
-        `keypoint_heatmaps` (max over keypoints), and, for a model with the skeletal module,
-        `skeletal_heatmaps` (max over links) and `attention` (upper | lower | full-body maps,
-        paper Fig. 1-2), one row per crop.
-    """
-    images = np.asarray(images[:max_images])
-    outputs = network(images, training=False)
-    keypoints, scores = codec.decode(outputs["heatmaps"])
-    keypoints, scores = np.asarray(keypoints), np.asarray(scores)
-    heatmaps = np.asarray(outputs["heatmaps"])
-    keypoint_set = codec.keypoint_set
-    panels = {
-        "skeletons": tile_images(
-            [draw_pose(img, kp, sc, keypoint_set, threshold=0.2)
-             for img, kp, sc in zip(images, keypoints, scores)], cols=len(images)),
-        "keypoint_heatmaps": tile_images(
-            [heatmap_overlay(img, hm.max(axis=-1)) for img, hm in zip(images, heatmaps)],
-            cols=len(images)),
-    }
-    if "skeletal_heatmaps" in outputs:
-        skeletal = outputs["skeletal_heatmaps"]
-        upper, lower, full = (np.asarray(m)[..., 0] for m in body_attention_maps(
-            skeletal, keypoint_set.upper_link_indices, keypoint_set.lower_link_indices))
-        skeletal = np.asarray(skeletal)
-        panels["skeletal_heatmaps"] = tile_images(
-            [heatmap_overlay(img, sk.max(axis=-1)) for img, sk in zip(images, skeletal)],
-            cols=len(images))
-        tiles, captions = [], []
-        for i, img in enumerate(images):
-            for name, maps in (("upper", upper), ("lower", lower), ("full", full)):
-                peak = max(float(maps[i].max()), 1e-6)
-                tiles.append(heatmap_overlay(img, maps[i], value_range=(0.0, peak)))
-                captions.append(name)
-        panels["attention"] = tile_images(tiles, cols=3, captions=captions)
-    return panels
-
-
 class ImageLogger(keras.callbacks.Callback):
     """Writes prediction pictures to TensorBoard (and PNGs) every `every_epochs` epochs.
 
@@ -194,7 +146,10 @@ class ImageLogger(keras.callbacks.Callback):
             return
         import cv2
 
-        panels = pose_panels(self.model.network, self.codec, self.images)
+        outputs = self.model.network(self.images, training=False)
+        keypoints, scores = self.codec.decode(outputs["heatmaps"])
+        panels = pose_panels(self.images, keypoints, scores, outputs["heatmaps"],
+                             self.codec.keypoint_set, outputs.get("skeletal_heatmaps"))
         with self.writer.as_default():
             for name, panel in panels.items():
                 tf.summary.image(name, panel[None], step=epoch + 1)

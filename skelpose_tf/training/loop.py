@@ -14,7 +14,6 @@ from skelpose_tf.atomic_files import remove_stale_partials, write_json_atomic, w
 from skelpose_tf.data.augment import AugmentConfig
 from skelpose_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from skelpose_tf.data.records import SkipReport
-from skelpose_tf.inference import codec_for_model
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.model_loading import load_pose_model
 from skelpose_tf.models.pose_model import TOPOLOGIES, build_pose_model
@@ -53,7 +52,7 @@ class TrainingData:
 
     def __init__(self, config: TrainConfig, keypoint_set, out=sys.stdout):
         from skelpose_tf.data import coco, mpii
-        from skelpose_tf.evaluate_lib import DataSource
+        from skelpose_tf.data.sources import DataSource
 
         self.report = SkipReport()
         paths = _data_paths(config, out)
@@ -94,13 +93,10 @@ def _data_paths(config, out):
         return {"train_ann": config.train_ann, "train_images": config.train_images,
                 "val_ann": config.val_ann, "val_images": config.val_images,
                 "det_boxes": config.val_det_boxes}
-    from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
+    from skelpose_tf.data.sources import ensure_synthetic_dataset
 
-    paths = dataset_paths(config.data_dir)
-    if not paths.exists():
-        print(f"data: generating the synthetic data set in {config.data_dir} "
-              f"({config.synthetic_train} + {config.synthetic_val} images)", file=out, flush=True)
-        generate_dataset(config.data_dir, config.synthetic_train, config.synthetic_val, seed=0)
+    paths = ensure_synthetic_dataset(config.data_dir, config.synthetic_train,
+                                     config.synthetic_val, out=out)
     return {"train_ann": paths.train_annotations, "train_images": paths.train_images,
             "val_ann": paths.val_annotations, "val_images": paths.val_images,
             "det_boxes": config.val_det_boxes or paths.val_detections}
@@ -146,7 +142,8 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
     keras.utils.set_random_seed(config.seed)  # the same initial weights for the same seed
     topology = TOPOLOGIES["tiny" if config.tiny_topology else "official"]
     network = build_pose_model(config.width, config.input_size, keypoint_set,
-                               config.skeletal_attention, dtype=policy, **topology)
+                               config.skeletal_attention, dtype=policy, **topology,
+                               sigma=config.sigma or None, decoder=config.decoder)
     if config.backbone_weights:
         if not os.path.exists(config.backbone_weights):
             raise FileNotFoundError(
@@ -156,7 +153,7 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
         from skelpose_tf.convert_weights import load_backbone_weights
 
         print(load_backbone_weights(network, config.backbone_weights), file=out, flush=True)
-    codec = codec_for_model(network, decoder=config.decoder, sigma=config.sigma or None)
+    codec = network.codec
     multi_worker = config.strategy == "multi_worker"
     trainer = PoseTrainer(network, codec, config.skeletal_loss_weight, vector_logs=multi_worker,
                           micro_batches=config.micro_batches)
@@ -329,7 +326,8 @@ def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
                     shuffle=False)
     train_seconds = time.time() - started
     summary = {"run_dir": config.run_dir, "steps": run_state.step,
-               "train_seconds": round(train_seconds, 1), "worker": str(role)}
+               "train_seconds": round(train_seconds, 1), "worker": str(role),
+               "decoding": network.codec.describe_decoding()}
     if not role.is_chief:
         barrier(strategy)  # wait for the chief's evaluation and export, then leave together
         return summary  # evaluation, export and the summary are the chief's
