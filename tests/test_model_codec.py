@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pose_fixtures import REPO_ROOT
+from pose_fixtures import REPO_ROOT, run_script
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.data.coco import read_coco_keypoints
 from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
@@ -119,3 +119,30 @@ def test_an_export_states_its_own_pixel_convention_and_a_client_lands_on_keras_p
                                  flip_test=False).predict(crops)
     found = keras_argmax["keypoint_scores"] > 0
     np.testing.assert_allclose(client[found], keras_argmax["keypoints"][found], atol=1e-4)
+
+
+def test_every_script_loads_a_weights_file_with_the_same_architecture_and_codec_flags(
+        tmp_path, synthetic):
+    """evaluate.py and export_tflite.py (and predict.py / ablation.py, which share the module)
+    build a .weights.h5 file from the shared flags and decode it as told."""
+    weights = str(tmp_path / "tiny.weights.h5")
+    he_initialised_tiny_model(input_size=(64, 64)).save_weights(weights)
+    shared = [f"--weights={weights}", "--width=8", "--input_size=64x64", "--topology=tiny",
+              "--sigma=3", "--decoder=dark", "--top_n=5"]
+    completed = run_script("evaluate.py", *shared, f"--data_dir={synthetic}", "--max_people=4",
+                           f"--out_dir={tmp_path / 'evaluate'}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = json.load(open(tmp_path / "evaluate" / "metrics.json"))
+    assert (metrics["decoder"], metrics["decoding"]["sigma"], metrics["decoding"]["top_n"]) == (
+        "dark", 3.0, 5)
+    export_dir = tmp_path / "saved_model"
+    completed = run_script("export_tflite.py", *shared, "--format=saved_model",
+                           f"--out={export_dir}", f"--data_dir={synthetic}",
+                           "--num_verification=4")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    decoding = read_metadata(str(export_dir))["decoder"]
+    assert (decoding["method"], decoding["sigma"], decoding["top_n"]) == ("dark", 3.0, 5)
+    for script in ("predict.py", "ablation.py"):
+        help_text = run_script(script, "--helpfull").stdout
+        section = help_text[help_text.index("skelpose_tf.model_flags:"):]
+        assert all(f"--{name}" in section for name in ("topology", "sigma", "top_n", "width"))

@@ -8,6 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from pose_fixtures import (DOT_IMAGE_SIZE, DOTS, PoolingNetwork, dot_image, run_script,
                            save_tiny_model)
@@ -107,6 +108,47 @@ def test_written_outputs_and_the_panel_of_a_model_without_skeletal_maps(tmp_path
     tile_height, tile_width = (factor * side for side in network.input_size)
     assert tile_height < panel.shape[0] < 2 * tile_height  # one row: no attention maps
     assert 2 * tile_width < panel.shape[1] < 3 * tile_width  # crop + keypoint heatmaps
+
+
+class CountingNetwork(PoolingNetwork):
+    """`PoolingNetwork` that counts its forward passes (a variable, so graph runs count)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = tf.Variable(0, dtype=tf.int64)
+
+    def __call__(self, images, training=False):
+        self.calls.assign_add(1)
+        return super().__call__(images, training)
+
+
+def test_maps_panels_come_from_the_predictions_own_pass_and_crops(tmp_path, monkeypatch):
+    paths = [write_png(tmp_path / f"person{i}.png", dot_image(ONE_PERSON)) for i in range(2)]
+    boxes = {paths[0]: (np.asarray([ONE_PERSON[0][0], (10.0, 5.0, 90.0, 120.0)], np.float32),
+                        np.ones(2, np.float32))}
+    network = CountingNetwork(DOTS)
+    reads = []
+    monkeypatch.setattr(predict_lib, "read_image_bytes",
+                        lambda path: reads.append(path) or open(path, "rb").read())
+    predictions = predict_lib.predict_images(network, paths, boxes, "boxes.json", batch_size=8,
+                                             keep_maps=True)
+    assert int(network.calls.numpy()) == 1  # one batch of three crops, with the flip test
+    maps = predictions[0].maps
+    assert maps["crops"].shape == (2, *network.input_size, 3)
+    # The kept keypoints are the image keypoints in the crop's own pixels.
+    crop_scale = predictions[0].scales[:, None, :] / np.float32(network.input_size[::-1])
+    half = (np.float32(network.input_size[::-1]) - 1) / 2
+    np.testing.assert_allclose(
+        (maps["crop_keypoints"] - half) * crop_scale + predictions[0].centers[:, None],
+        predictions[0].keypoints, atol=1e-3)
+    payload = predict_lib.write_outputs(predictions, network, str(tmp_path / "out"),
+                                        show_maps=True)
+    assert int(network.calls.numpy()) == 1  # the panels ran no second pass
+    assert sorted(reads) == sorted(paths)  # each image read once, for its skeleton drawing
+    assert [len(entry["maps"]) for entry in payload["images"]] == [2, 1]
+    with pytest.raises(ValueError, match="keep_maps=True"):
+        predict_lib.write_outputs(predict_lib.predict_images(network, paths[:1]), network,
+                                  str(tmp_path / "out2"), show_maps=True)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
