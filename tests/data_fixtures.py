@@ -15,19 +15,26 @@ import cv2
 import numpy as np
 
 
+def _quality(extension, quality) -> list:
+    """cv2's write parameters: the JPEG quality for a JPEG, none otherwise (cv2 warns)."""
+    jpeg = str(extension).lower().endswith((".jpg", ".jpeg"))
+    return [cv2.IMWRITE_JPEG_QUALITY, quality] if jpeg else []
+
+
 def write_image(path, image_rgb, quality=100) -> str:
-    """Write an RGB uint8 image with cv2 (format from the extension); returns the path."""
+    """Write an RGB uint8 image with cv2 (format from the extension, `quality` for a JPEG);
+    returns the path."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ok = cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
-                     [cv2.IMWRITE_JPEG_QUALITY, quality])
+                     _quality(path, quality))
     assert ok, path
     return str(path)
 
 
 def encode(image_rgb, extension=".jpg", quality=100) -> bytes:
-    """Encode an RGB uint8 image to file bytes with cv2."""
+    """Encode an RGB uint8 image to file bytes with cv2 (`quality` for a JPEG)."""
     ok, data = cv2.imencode(extension, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality])
+                            _quality(extension, quality))
     assert ok
     return data.tobytes()
 

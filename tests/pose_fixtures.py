@@ -1,14 +1,22 @@
-"""Helpers for the inference, evaluation, prediction and ablation tests.
+"""Pose models, stand-ins, data sets and oracles shared by the tests (and their helper scripts).
 
+- Tiny pose models: `tiny_pose_model` builds the tests' small `PoseHRNet` (width 8, 64x64,
+  `TOPOLOGIES["tiny"]`: the official structure at one module of one block per stage, about a
+  tenth of the graph); `he_initialised_tiny_model` gives it He-initialised convolutions (export
+  comparisons), `save_tiny_model` saves it as a run directory (`best.keras`),
+  `freeze_batch_norm` fixes its BatchNorm layers, `lose_keypoints` makes three of its heatmaps
+  non-positive, and `tiny_batch` is a random training batch for it.
 - `DOTS`: a 3-keypoint set ("red", "green", "blue") without flip pairs or links, and
   `PoolingNetwork`, a stand-in network whose heatmap k is the 4x4 average of the crop's colour
   channel k. On images of coloured Gaussian dots (`write_dots_dataset`) it is a perfect pose
   estimator, so evaluation must score it AP 1.0 and every mapping error shows; it traces in
   milliseconds, unlike an HRNet.
-- `build_tiny_model` / `save_tiny_model`: an untrained W8 `PoseHRNet` (one module of one block
-  per stage), or that model saved as a run directory (`best.keras`).
-- `run_script`: runs a repository script (evaluate.py, ...) in a subprocess.
+- Scripts: `run_script` runs a repository script (evaluate.py, ...) in a subprocess;
+  `small_train_command` is the command line of a small `train.py` run.
 - `pycocotools_stats`: COCOeval run directly, the oracle for every COCO number.
+
+The fixtures several test modules share (synthetic data sets, the export tests' model and
+crops) are in conftest.py.
 """
 
 from __future__ import annotations
@@ -18,16 +26,103 @@ import os
 import subprocess
 import sys
 
-import cv2
+import keras
 import numpy as np
 import tensorflow as tf
 
-from data_fixtures import blob_image, coco_keypoints, write_coco
+from data_fixtures import blob_image, coco_keypoints, write_coco, write_image
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.keypoints import KeypointSet
+from skelpose_tf.models.pose_model import TOPOLOGIES, build_pose_model
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+TINY_INPUT_SIZE = (64, 64)
 
+
+# Tiny pose models --------------------------------------------------------------------------------
+def tiny_pose_model(keypoint_set="coco", skeletal_attention=True, input_size=TINY_INPUT_SIZE,
+                    width=8, **kwargs):
+    """An untrained W8 `PoseHRNet` of the tiny topology (one module of one block per stage: the
+    official structure, branches, fuse layers, skeletal module and heads, at about a tenth of the
+    graph, so it builds, loads and traces fast). `kwargs` go to `build_pose_model` (dtype, ...)."""
+    return build_pose_model(width, input_size, keypoint_set, skeletal_attention,
+                            **TOPOLOGIES["tiny"], **kwargs)
+
+
+def he_initialised_tiny_model(input_size=TINY_INPUT_SIZE, dtype=None, seed=0, **kwargs):
+    """A tiny COCO model whose convolutions are He-initialised (`he_initialise`); `kwargs` go
+    to `build_pose_model` (pixel_convention, sigma, ...)."""
+    keras.utils.set_random_seed(seed)  # the layers' own initialisers too (skeletal module)
+    network = tiny_pose_model("coco", input_size=input_size, dtype=dtype, **kwargs)
+    return he_initialise(network, seed)
+
+
+def he_initialise(network, seed=0):
+    """Give every convolution of `network` He-initialised weights (in place); returns it.
+
+    The official N(0, 0.001) initialisation makes untrained heatmaps ~1e-10 everywhere; He
+    initialisation gives peaked, input-dependent heatmaps, so export and decoding comparisons
+    between two runtimes test something.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            weights = layer.get_weights()
+            fan_in = int(np.prod(weights[0].shape[:-1]))
+            weights[0] = rng.normal(0.0, np.sqrt(2.0 / fan_in), weights[0].shape)
+            layer.set_weights([w.astype(np.float32) for w in weights])
+    return network
+
+
+def save_tiny_model(run_dir, keypoint_set="coco", skeletal_attention=True,
+                    input_size=TINY_INPUT_SIZE):
+    """`tiny_pose_model`, saved as `run_dir/best.keras`; returns the model."""
+    network = tiny_pose_model(keypoint_set, skeletal_attention, input_size)
+    os.makedirs(run_dir, exist_ok=True)
+    network.save(os.path.join(run_dir, "best.keras"))
+    return network
+
+
+def freeze_batch_norm(network):
+    """Put every BatchNormalization layer of `network` in inference mode (not trainable), so
+    that batch statistics cannot differ between runs that split a batch differently; returns
+    the network."""
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return network
+
+
+def lose_keypoints(network):
+    """Make a pose network's first three heatmaps non-positive (in place); returns it.
+
+    Keypoint 0 (COCO nose, its own flip partner) gets heatmaps < 0 everywhere that still vary
+    over the crop, keypoints 1 and 2 (the eyes, partners in the flip test) heatmaps of exactly
+    0. The head is a 1x1 convolution of ReLU features (>= 0): non-positive weights with a
+    negative bias give the first, zero weights and bias the second.
+    """
+    head = network.get_layer("keypoint_head")
+    kernel, bias = head.get_weights()
+    kernel[..., 0] = -np.abs(kernel[..., 0])
+    bias[0] = -0.1
+    kernel[..., 1:3] = 0.0
+    bias[1:3] = 0.0
+    head.set_weights([kernel, bias])
+    return network
+
+
+def tiny_batch(batch=4, size=TINY_INPUT_SIZE, seed=0, num_keypoints=17):
+    """A random training batch: uint8 images [B, H, W, 3] and labels (keypoints uniform in
+    [4, H - 4), about 70% visible)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (batch, *size, 3)).astype("uint8")
+    keypoints = rng.uniform(4, size[0] - 4, (batch, num_keypoints, 2)).astype("float32")
+    visibility = (rng.uniform(size=(batch, num_keypoints)) > 0.3).astype("float32")
+    return images, {"keypoints": keypoints, "visibility": visibility}
+
+
+# The dots stand-in -------------------------------------------------------------------------------
 DOTS = KeypointSet(name="dots", keypoint_names=("red", "green", "blue"), flip_pairs=(),
                    links=(), oks_sigmas=(0.1, 0.1, 0.1), upper_body=(0, 1, 2))
 DOT_COLORS = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
@@ -78,24 +173,6 @@ class PoolingNetwork:
         return {"heatmaps": tf.gather(pooled, channels, axis=-1)}
 
 
-def lose_keypoints(network):
-    """Make a pose network's first three heatmaps non-positive (in place); returns it.
-
-    Keypoint 0 (COCO nose, its own flip partner) gets heatmaps < 0 everywhere that still vary
-    over the crop, keypoints 1 and 2 (the eyes, partners in the flip test) heatmaps of exactly
-    0. The head is a 1x1 convolution of ReLU features (>= 0): non-positive weights with a
-    negative bias give the first, zero weights and bias the second.
-    """
-    head = network.get_layer("keypoint_head")
-    kernel, bias = head.get_weights()
-    kernel[..., 0] = -np.abs(kernel[..., 0])
-    bias[0] = -0.1
-    kernel[..., 1:3] = 0.0
-    bias[1:3] = 0.0
-    head.set_weights([kernel, bias])
-    return network
-
-
 def dot_image(people=DOT_PEOPLE, size=DOT_IMAGE_SIZE):
     """RGB uint8 image with one Gaussian dot per keypoint, coloured by keypoint."""
     points = [point for _, keypoints in people for point in keypoints]
@@ -116,8 +193,7 @@ def write_dots_dataset(directory, num_images=2, detection_jitter=3.0) -> dict:
         people = [((x + offset, y, w, h), [(px + offset, py) for px, py in keypoints])
                   for (x, y, w, h), keypoints in DOT_PEOPLE]
         name = f"dots_{i}.png"
-        os.makedirs(image_dir, exist_ok=True)
-        cv2.imwrite(os.path.join(image_dir, name), dot_image(people)[..., ::-1])
+        write_image(os.path.join(image_dir, name), dot_image(people))
         images.append({"id": i + 1, "file_name": name, "height": DOT_IMAGE_SIZE[0],
                        "width": DOT_IMAGE_SIZE[1]})
         for p, (box, keypoints) in enumerate(people):
@@ -140,28 +216,22 @@ def write_dots_dataset(directory, num_images=2, detection_jitter=3.0) -> dict:
     return paths
 
 
-def build_tiny_model(skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):
-    """An untrained W8 `PoseHRNet` with one module of one block per stage (5x faster to build,
-    load and trace than the official topology, with every part of the architecture)."""
-    from tiny_models import tiny_pose_model
-
-    return tiny_pose_model(keypoint_set, skeletal_attention, input_size)
-
-
-def save_tiny_model(run_dir, skeletal_attention=True, keypoint_set="coco", input_size=(64, 64)):
-    """`build_tiny_model`, saved as `run_dir/best.keras`; returns the model."""
-    network = build_tiny_model(skeletal_attention, keypoint_set, input_size)
-    os.makedirs(run_dir, exist_ok=True)
-    network.save(os.path.join(run_dir, "best.keras"))
-    return network
-
-
+# Scripts and oracles -----------------------------------------------------------------------------
 def run_script(script, *args, timeout=600):
     """Run `python <script> args...` from the repository root; returns the CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, os.path.join(REPO_ROOT, script), *map(str, args)],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def small_train_command(run_dir, data_dir, epochs, steps, *flags) -> list:
+    """The command line of a small `train.py` run (demo recipe, W8 64x64, no export, one log line
+    per epoch), to run from the repository root; `flags` are added at the end."""
+    return [sys.executable, os.path.join(REPO_ROOT, "train.py"), "--flagfile=configs/demo.cfg",
+            f"--run_dir={run_dir}", f"--data_dir={data_dir}", "--width=8", "--input_size=64x64",
+            f"--epochs={epochs}", f"--steps_per_epoch={steps}", "--val_max_people=8",
+            "--export=false", "--verbose=2", *flags]
 
 
 def pycocotools_stats(annotation_file, results_file, sigmas=None) -> np.ndarray:

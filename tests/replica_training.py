@@ -34,24 +34,18 @@ def main(strategy_name, out_path, optimizer_name="sgd", micro_batches="1"):
     from skelpose_tf.codec import HeatmapCodec
     from skelpose_tf.training.distribution import make_strategy
     from skelpose_tf.training.trainer import PoseTrainer
-    from tiny_models import tiny_pose_model
+    from pose_fixtures import freeze_batch_norm, tiny_batch, tiny_pose_model
 
     strategy = make_strategy(strategy_name, cpu_replicas=2 if strategy_name == "mirrored" else 0)
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (8, 64, 64, 3)).astype("uint8")
-    labels = {"keypoints": rng.uniform(4, 60, (8, 17, 2)).astype("float32"),
-              "visibility": (rng.uniform(size=(8, 17)) > 0.3).astype("float32")}
+    images, labels = tiny_batch(8)
     dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).repeat()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
     with strategy.scope():
         keras.utils.set_random_seed(0)
-        network = tiny_pose_model()
-        for layer in network.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+        network = freeze_batch_norm(tiny_pose_model())
         multi_worker = strategy_name == "multi_worker"
         trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), vector_logs=multi_worker,
                               micro_batches=int(micro_batches))

@@ -18,20 +18,14 @@ PAPER_ROWS = [("HRNet baseline", "baseline", "quarter"),
               ("+ weighted inference", "skeletal", "weighted")]
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    generate_dataset(root, 4, 3, seed=0)
-    return root
-
-
-def test_ablation_command_writes_the_table_iii_rows_as_markdown_and_json(synthetic, tmp_path):
+def test_ablation_command_writes_the_table_iii_rows_as_markdown_and_json(
+        synthetic_eval_dir, tmp_path):
     save_tiny_model(str(tmp_path / "baseline"), skeletal_attention=False)
     save_tiny_model(str(tmp_path / "skeletal"), skeletal_attention=True)
     out_dir = tmp_path / "out"
     completed = run_script("ablation.py", f"--baseline_weights={tmp_path / 'baseline'}",
                            f"--skeletal_weights={tmp_path / 'skeletal'}",
-                           f"--data_dir={synthetic}", f"--out_dir={out_dir}",
+                           f"--data_dir={synthetic_eval_dir}", f"--out_dir={out_dir}",
                            "--decoders=quarter,weighted,dark", "--batch_size=4")
     assert completed.returncode == 0, completed.stderr
     with open(out_dir / "ablation.json") as f:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from data_fixtures import write_coco
 from pose_fixtures import pycocotools_stats
 
 from skelpose_tf.evaluation import coco_metric
@@ -43,15 +44,14 @@ def _person(ann_id, image_id, box, area, visibility=None):
 
 
 def _write_gt(path, annotations, image_ids, keypoint_names):
+    """A COCO file of 320x240 images; its category lists no keypoint names if they are None."""
     images = [
         {"id": i, "file_name": f"{i:012d}.jpg", "width": 320, "height": 240} for i in image_ids
     ]
-    categories = [{"id": 1, "name": "person", "skeleton": []}]
+    category = {"id": 1, "name": "person", "skeleton": []}
     if keypoint_names is not None:
-        categories[0]["keypoints"] = list(keypoint_names)
-    with open(path, "w") as f:
-        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
-    return str(path)
+        category["keypoints"] = list(keypoint_names)
+    return write_coco(path, images, annotations, keypoint_names, categories=[category])
 
 
 @pytest.fixture
@@ -76,11 +76,6 @@ def _gt_predictions(path):
     keypoints = np.array([np.reshape(a["keypoints"], (-1, 3))[:, :2] for a in annotations])
     areas = np.array([a["bbox"][2] * a["bbox"][3] * 1.25**2 for a in annotations])
     return image_ids, keypoints, areas
-
-
-def _direct_cocoeval(gt_path, results_path, sigmas=None):
-    """Independent pycocotools run on a results file (COCO's default sigmas unless given)."""
-    return pycocotools_stats(gt_path, results_path, sigmas)[:10]
 
 
 def test_rescoring_matches_hand_computed_values():
@@ -139,7 +134,7 @@ def test_results_json_and_scores_match_direct_pycocotools(gt_file, tmp_path):
         sorted([expected_scores[3], 0.4 * 0.25])
     )
 
-    direct = _direct_cocoeval(gt_file, results_path)
+    direct = pycocotools_stats(gt_file, results_path)
     np.testing.assert_allclose([result.stats[n] for n in COCO_STAT_NAMES], direct, atol=1e-12)
     assert 0.0 < result.stats["AP"] < 1.0
 
@@ -188,7 +183,7 @@ def test_custom_keypoint_set_uses_its_sigmas(tmp_path):
     metric = CocoKeypointMetric(gt_path, custom, box_source=GROUND_TRUTH_BOXES)
     metric.add([5, 5], predictions, np.ones((2, 3)), [1.0, 1.0], [5000.0, 5000.0])
     result = metric.evaluate(str(tmp_path / "r.json"))
-    direct = _direct_cocoeval(gt_path, str(tmp_path / "r.json"), sigmas=custom.oks_sigmas)
+    direct = pycocotools_stats(gt_path, str(tmp_path / "r.json"), sigmas=custom.oks_sigmas)
     np.testing.assert_allclose([result.stats[n] for n in COCO_STAT_NAMES], direct, atol=1e-12)
     assert 0.0 < result.stats["AP"] < 1.0
 

@@ -8,23 +8,15 @@ import numpy as np
 import pytest
 import scipy.io
 
-from pose_fixtures import (DOT_PEOPLE, DOTS, PoolingNetwork, build_tiny_model,
-                           nearest_truth_errors, pycocotools_stats, run_script, save_tiny_model,
+from pose_fixtures import (DOT_PEOPLE, DOTS, PoolingNetwork, nearest_truth_errors,
+                           pycocotools_stats, run_script, save_tiny_model, tiny_pose_model,
                            write_dots_dataset)
 from skelpose_tf import evaluate_lib
 from skelpose_tf.data import sources
-from skelpose_tf.data.synthetic import generate_dataset
 from skelpose_tf.evaluation import COCO_STAT_NAMES
 from skelpose_tf.keypoints import get_keypoint_set
 from skelpose_tf.model_loading import load_pose_model
 from skelpose_tf.models.pose_model import TOPOLOGIES
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    generate_dataset(root, 4, 3, seed=0)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +98,12 @@ def test_results_json_scored_by_pycocotools_equals_the_printed_metrics(dots, tmp
 
 
 def test_evaluate_command_on_the_synthetic_set_writes_results_metrics_and_table(
-        synthetic, tiny_run, tmp_path):
+        synthetic_eval_dir, tiny_run, tmp_path):
     run_dir, _ = tiny_run
     out_dir = str(tmp_path / "out")
-    completed = run_script("evaluate.py", f"--weights={run_dir}", f"--data_dir={synthetic}",
-                           f"--out_dir={out_dir}", "--batch_size=2")
+    completed = run_script("evaluate.py", f"--weights={run_dir}",
+                           f"--data_dir={synthetic_eval_dir}", f"--out_dir={out_dir}",
+                           "--batch_size=2")
     assert completed.returncode == 0, completed.stderr
     with open(os.path.join(out_dir, "metrics.json")) as f:
         metrics = json.load(f)
@@ -149,9 +142,10 @@ def mpii_pckh_reference(predictions, gt_mat, keypoint_set):
     return tuple(((error <= t) & counted).sum() / counted.sum() for t in (0.5, 0.11, 0.1))
 
 
-def test_mpii_pckh_equals_a_direct_computation_from_the_written_predictions(synthetic, tmp_path):
+def test_mpii_pckh_equals_a_direct_computation_from_the_written_predictions(
+        synthetic_eval_dir, tmp_path):
     mpii = get_keypoint_set("mpii")
-    source = sources.resolve_data_source("mpii", data_dir=synthetic)
+    source = sources.resolve_data_source("mpii", data_dir=synthetic_eval_dir)
     assert source.head_boxes.endswith("mpii_gt_val.mat")
     (evaluation,) = evaluate_lib.evaluate_mpii_decoders(
         PoolingNetwork(mpii, input_size=(64, 64)), source.annotation_file, source.image_dir,
@@ -186,18 +180,19 @@ def test_a_results_file_for_other_images_is_refused(dots, tmp_path):
     assert "Traceback" not in completed.stderr
 
 
-def test_weights_of_another_keypoint_set_are_refused_before_inference(dots, synthetic):
+def test_weights_of_another_keypoint_set_are_refused_before_inference(
+        dots, synthetic_eval_dir):
     with pytest.raises(ValueError, match="predicts 16 keypoints .* annotates 3 per person"):
         evaluate_lib.evaluate_coco_decoders(PoolingNetwork(get_keypoint_set("mpii")),
                                             dots["ann"], dots["images"])
-    source = sources.resolve_data_source("mpii", data_dir=synthetic)
+    source = sources.resolve_data_source("mpii", data_dir=synthetic_eval_dir)
     with pytest.raises(ValueError, match="needs a model of the MPII keypoint set.*'coco'"):
         evaluate_lib.evaluate_mpii_decoders(PoolingNetwork(get_keypoint_set("coco")),
                                             source.annotation_file, source.image_dir)
 
 
 def test_checkpoints_of_another_architecture_are_refused(tmp_path):
-    network = build_tiny_model(skeletal_attention=True)
+    network = tiny_pose_model(skeletal_attention=True)
     weights = str(tmp_path / "coco.weights.h5")
     network.save_weights(weights)
     tiny = TOPOLOGIES["tiny"]

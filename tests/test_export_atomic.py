@@ -24,7 +24,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from tiny_models import he_initialised_tiny_model
+from pose_fixtures import TESTS_DIR, TINY_INPUT_SIZE
 
 import skelpose_tf.export.bundle as export_module
 from skelpose_tf.atomic_files import (DamagedFileError, atomic_write, check_keras_file,
@@ -33,19 +33,16 @@ from skelpose_tf.export import (KILL_AT_ENV, REPORT_FILE, RejectedExportError, T
                                 dataset_crops, export_all, open_runner, read_metadata)
 from skelpose_tf.keypoints import COCO
 
-INPUT_SIZE = (64, 64)
+INPUT_SIZE = TINY_INPUT_SIZE
 OLD_DECODER, NEW_DECODER = "weighted", "dark"
 FAST = dict(quantizations=("float32",), heatmap_quantizations=(), saved_model=False)
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(scope="module")
-def network():
-    return he_initialised_tiny_model(INPUT_SIZE)
-
-
+# `network` (the He-initialised tiny model) is a conftest.py fixture.
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory):
+    """Three val crops of a smaller synthetic set than conftest.py's `data` (these tests export
+    and verify many times)."""
     from skelpose_tf.data.synthetic import generate_dataset
 
     data = generate_dataset(str(tmp_path_factory.mktemp("synthetic")), 1, 2, seed=0,
@@ -160,7 +157,7 @@ KILLED_EXPORT = """
 import sys
 import numpy as np
 sys.path.insert(0, {tests_dir!r})
-from tiny_models import he_initialised_tiny_model
+from pose_fixtures import he_initialised_tiny_model
 from skelpose_tf.export import export_all
 export_all(he_initialised_tiny_model({input_size!r}), "export", None, np.load("crops.npy"),
            decoder={decoder!r}, quantizations=("float32",), heatmap_quantizations=("float32",),

@@ -14,12 +14,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from pose_fixtures import lose_keypoints
-from tiny_models import he_initialised_tiny_model
+from pose_fixtures import TINY_INPUT_SIZE, he_initialised_tiny_model, lose_keypoints
 import tensorflow as tf
 
 from skelpose_tf.data.transforms import affine_matrix, box_to_center_scale, crop_to_image
-from skelpose_tf.export import DEFAULT_TOLERANCES, dataset_crops
+from skelpose_tf.export import DEFAULT_TOLERANCES
 from skelpose_tf.inference import PosePredictor
 from skelpose_tf.export.runtime import SavedModelRunner
 from skelpose_tf.export.saved_model import (FULL_IMAGE_SIGNATURE, SERVING_SIGNATURE,
@@ -28,34 +27,13 @@ from skelpose_tf.export.saved_model import (FULL_IMAGE_SIGNATURE, SERVING_SIGNAT
 from skelpose_tf.export.verify import compare_outputs, verify_full_image
 from skelpose_tf.keypoints import COCO
 
-INPUT_SIZE = (64, 64)
+INPUT_SIZE = TINY_INPUT_SIZE
 HEATMAP_SIZE = (16, 16)
 K = COCO.num_keypoints
 
 
-def tiny_network(dtype=None, seed=0):
-    """W8 64x64 pose net, one module/block per stage, convolutions He-initialised."""
-    return he_initialised_tiny_model(INPUT_SIZE, dtype=dtype, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from skelpose_tf.data.synthetic import generate_dataset
-
-    return generate_dataset(str(tmp_path_factory.mktemp("synthetic")), 2, 3, seed=0,
-                            image_size=(160, 120))
-
-
-@pytest.fixture(scope="module")
-def network():
-    return tiny_network()
-
-
-@pytest.fixture(scope="module")
-def crops(data):
-    return dataset_crops(data.val_annotations, data.val_images, COCO, INPUT_SIZE, 8)
-
-
+# `network` (the He-initialised tiny model), `data` (a small synthetic set) and `crops` (its val
+# crops) are conftest.py fixtures.
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory, network):
     return export_saved_model(network, str(tmp_path_factory.mktemp("export") / "saved_model"),
@@ -254,7 +232,7 @@ def test_flip_test_off_and_no_heatmaps(tmp_path, network, crops):
 
 
 def test_mixed_precision_network_is_exported_in_float32(network):
-    mixed = tiny_network(dtype="mixed_bfloat16")
+    mixed = he_initialised_tiny_model(INPUT_SIZE, dtype="mixed_bfloat16")
     mixed.set_weights(network.get_weights())
     exported = float32_network(mixed)
     assert exported is not mixed
@@ -266,7 +244,7 @@ def test_mixed_precision_network_is_exported_in_float32(network):
 
 
 def test_keypoints_with_non_positive_heatmaps_are_not_found(tmp_path, crops):
-    network = lose_keypoints(tiny_network(seed=1))
+    network = lose_keypoints(he_initialised_tiny_model(INPUT_SIZE, seed=1))
     path = export_saved_model(network, str(tmp_path / "lost"), decoder="weighted", flip_test=True)
     outputs = load_saved_model(path).signatures[SERVING_SIGNATURE](images=crops)
     heatmaps, scores = outputs["heatmaps"].numpy(), outputs["keypoint_scores"].numpy()

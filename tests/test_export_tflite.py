@@ -12,20 +12,20 @@ import os
 
 import numpy as np
 import pytest
-from pose_fixtures import lose_keypoints
-from tiny_models import he_initialised_tiny_model
+from pose_fixtures import (TINY_INPUT_SIZE, he_initialised_tiny_model, lose_keypoints,
+                           run_script)
 
 from skelpose_tf.inference import PosePredictor
 from skelpose_tf.export import (DEFAULT_TOLERANCES, QUANTIZATIONS, ExportVerificationError,
-                                TFLiteExporter, Tolerance, compare_ap, dataset_crops,
-                                export_all, export_tflite)
+                                TFLiteExporter, Tolerance, compare_ap, export_all,
+                                export_tflite)
 from skelpose_tf.export.runtime import TFLiteRunner, make_interpreter
 from skelpose_tf.export.saved_model import ServingGraph
 from skelpose_tf.export.tflite import convert
 from skelpose_tf.export.verify import compare_outputs
 from skelpose_tf.keypoints import COCO
 
-INPUT_SIZE = (64, 64)
+INPUT_SIZE = TINY_INPUT_SIZE
 K = COCO.num_keypoints
 # Bounds for random-weight models: heatmap error relative to the largest |heatmap|, and score
 # error (scores are O(10) here; the comparison divides by the largest score). Measured over
@@ -36,37 +36,11 @@ SCORE_BOUND = {"float32": 1e-5, "float16": 0.01, "dynamic_int8": 0.1, "int8": 0.
 LOOSE = Tolerance(keypoint_max_px=64.0, keypoint_mean_px=64.0, score=0.3, heatmap=0.3)
 
 
-def tiny_network(seed=0):
-    """W8 64x64 pose net, one module/block per stage, convolutions He-initialised."""
-    return he_initialised_tiny_model(INPUT_SIZE, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from skelpose_tf.data.synthetic import generate_dataset
-
-    return generate_dataset(str(tmp_path_factory.mktemp("synthetic")), 3, 3, seed=0,
-                            image_size=(160, 120))
-
-
-@pytest.fixture(scope="module")
-def network():
-    return tiny_network()
-
-
+# `network` (the He-initialised tiny model), `data` (a small synthetic set), `crops` (its val
+# crops) and `calibration` (its train crops) are conftest.py fixtures.
 @pytest.fixture(scope="module")
 def graph(network):
     return ServingGraph(network, flip_test=True)
-
-
-@pytest.fixture(scope="module")
-def calibration(data):
-    return dataset_crops(data.train_annotations, data.train_images, COCO, INPUT_SIZE, 16)
-
-
-@pytest.fixture(scope="module")
-def crops(data):
-    return dataset_crops(data.val_annotations, data.val_images, COCO, INPUT_SIZE, 8)
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +216,7 @@ def test_other_decoders_convert_and_agree(tmp_path, network, crops, decoder):
 
 
 def test_keypoints_with_non_positive_heatmaps_are_not_found(tmp_path, crops):
-    network = lose_keypoints(tiny_network(seed=1))
+    network = lose_keypoints(he_initialised_tiny_model(INPUT_SIZE, seed=1))
     path = str(tmp_path / "lost.tflite")
     export_tflite(network, path, decoder="dark", flip_test=True)
     outputs = TFLiteRunner(path).predict(crops)
@@ -254,20 +228,14 @@ def test_keypoints_with_non_positive_heatmaps_are_not_found(tmp_path, crops):
 
 @pytest.mark.slow
 def test_command_line_export(tmp_path, network, data):
-    import subprocess
-    import sys
-
     weights = str(tmp_path / "net.keras")
     network.save(weights)
     out = str(tmp_path / "model.tflite")
-    result = subprocess.run(
-        [sys.executable, "export_tflite.py", f"--weights={weights}", "--format=tflite",
-         f"--out={out}", "--quantization=float32", "--variant=heatmaps",
-         f"--ann={data.val_annotations}", f"--images={data.val_images}",
-         f"--calibration_ann={data.train_annotations}",
-         f"--calibration_images={data.train_images}", "--num_verification=8"],
-        capture_output=True, text=True, timeout=600,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = run_script(
+        "export_tflite.py", f"--weights={weights}", "--format=tflite", f"--out={out}",
+        "--quantization=float32", "--variant=heatmaps", f"--ann={data.val_annotations}",
+        f"--images={data.val_images}", f"--calibration_ann={data.train_annotations}",
+        f"--calibration_images={data.train_images}", "--num_verification=8")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "verified model.tflite" in result.stdout and "| ok" in result.stdout
     with open(str(tmp_path / "model.json")) as file:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from pose_fixtures import DOT_PEOPLE, DOTS, PoolingNetwork, build_tiny_model, write_dots_dataset
+from pose_fixtures import DOT_PEOPLE, DOTS, PoolingNetwork, tiny_pose_model, write_dots_dataset
 from skelpose_tf.codec import DECODERS, flip_heatmaps
 from skelpose_tf.data.coco import read_coco_keypoints
 from skelpose_tf.data.pipeline import make_eval_dataset
@@ -16,7 +16,7 @@ INPUT_SIZE = (64, 64)
 @pytest.fixture(scope="module")
 def network():
     keras.utils.set_random_seed(0)  # the same weights whatever ran before in this process
-    return build_tiny_model(skeletal_attention=True, input_size=INPUT_SIZE)
+    return tiny_pose_model(skeletal_attention=True, input_size=INPUT_SIZE)
 
 
 @pytest.fixture(scope="module")

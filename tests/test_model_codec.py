@@ -4,15 +4,15 @@ into evaluation, prediction and every export, and the export JSON states its own
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from pose_fixtures import REPO_ROOT, run_script
+from pose_fixtures import (REPO_ROOT, he_initialise, he_initialised_tiny_model, run_script,
+                           small_train_command, tiny_pose_model)
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.data.coco import read_coco_keypoints
-from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
+from skelpose_tf.data.synthetic import dataset_paths
 from skelpose_tf.evaluate_lib import evaluate_coco_decoders
 from skelpose_tf.export import export_saved_model, read_metadata
 from skelpose_tf.export.runtime import SavedModelRunner
@@ -20,7 +20,6 @@ from skelpose_tf.export.verify import crops_from_records
 from skelpose_tf.inference import PosePredictor
 from skelpose_tf.model_loading import load_pose_model
 from skelpose_tf.models.pose_model import PoseHRNet, build_pose_model
-from tiny_models import he_initialise, he_initialised_tiny_model, tiny_pose_model
 
 
 def test_codec_settings_are_part_of_the_config_and_survive_a_save(tmp_path):
@@ -51,21 +50,12 @@ def _tiny():
     return TOPOLOGIES["tiny"]
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    generate_dataset(root, 8, 4, seed=0, image_size=(160, 120))
-    return root
-
-
 def test_a_model_trained_with_sigma_3_evaluates_exports_and_decodes_with_sigma_3(
-        tmp_path, synthetic):
+        tmp_path, synthetic_train_dir):
+    synthetic = synthetic_train_dir
     run_dir = str(tmp_path / "run")
-    command = [sys.executable, os.path.join(REPO_ROOT, "train.py"), "--flagfile=configs/demo.cfg",
-               f"--run_dir={run_dir}", f"--data_dir={synthetic}", "--width=8",
-               "--input_size=64x64", "--epochs=1", "--steps_per_epoch=1", "--batch_size=4",
-               "--val_every_epochs=1", "--val_max_people=4", "--export=false", "--verbose=2",
-               "--sigma=3", "--decoder=dark"]
+    command = small_train_command(run_dir, synthetic, 1, 1, "--batch_size=4",
+                                  "--val_every_epochs=1", "--sigma=3", "--decoder=dark")
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=900)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
@@ -122,7 +112,8 @@ def test_an_export_states_its_own_pixel_convention_and_a_client_lands_on_keras_p
 
 
 def test_every_script_loads_a_weights_file_with_the_same_architecture_and_codec_flags(
-        tmp_path, synthetic):
+        tmp_path, synthetic_eval_dir):
+    synthetic = synthetic_eval_dir
     """evaluate.py and export_tflite.py (and predict.py / ablation.py, which share the module)
     build a .weights.h5 file from the shared flags and decode it as told."""
     weights = str(tmp_path / "tiny.weights.h5")

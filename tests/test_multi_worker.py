@@ -9,34 +9,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
-import pytest
 
 from cluster_fixtures import free_consecutive_ports, free_ports
+from pose_fixtures import REPO_ROOT, small_train_command
 from skelpose_tf.model_loading import load_pose_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    from skelpose_tf.data.synthetic import generate_dataset
-
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    generate_dataset(root, 24, 6, seed=0, image_size=(160, 120))
-    return root
 
 
 def train_command(run_dir, data_dir, epochs, steps, batch_size, *extra):
-    return [sys.executable, os.path.join(ROOT, "train.py"), "--flagfile=configs/demo.cfg",
-            f"--run_dir={run_dir}", f"--data_dir={data_dir}", "--width=8", "--input_size=64x64",
-            f"--epochs={epochs}", f"--steps_per_epoch={steps}", f"--batch_size={batch_size}",
-            "--backup_every_steps=1", "--val_every_epochs=1", "--val_max_people=8",
-            "--export=false", "--verbose=2", "--mixed_precision=float32",
-            "--deterministic_data", *extra]
+    """`small_train_command`, validated and backed up every step, in float32 with deterministic
+    data (so that two workers and one process can agree)."""
+    return small_train_command(run_dir, data_dir, epochs, steps, f"--batch_size={batch_size}",
+                               "--backup_every_steps=1", "--val_every_epochs=1",
+                               "--mixed_precision=float32", "--deterministic_data", *extra)
 
 
 def tf_config_environments(count, tmp_path):
@@ -66,7 +53,7 @@ def worker_environment(tmp_path, index, **variables):
 
 
 def start_workers(command, environments):
-    return [subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
+    return [subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
             for environment in environments]
 
@@ -90,16 +77,17 @@ def files_under(directory):
                   for root, _, names in os.walk(directory) for name in names)
 
 
-def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path, synthetic_dir):
+def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path, synthetic_train_dir):
     multi_dir, single_dir = str(tmp_path / "multi"), str(tmp_path / "single")
     # Global batch 4: two workers of 2, against one process of 4 in two micro-batches of 2, so
     # that BatchNorm normalises the same halves in both runs.
     workers = start_workers(
-        train_command(multi_dir, synthetic_dir, 2, 3, 2, "--strategy=multi_worker"),
+        train_command(multi_dir, synthetic_train_dir, 2, 3, 2, "--strategy=multi_worker"),
         tf_config_environments(2, tmp_path))
     chief_output, worker_output = finish(workers)
-    single = subprocess.run(train_command(single_dir, synthetic_dir, 2, 3, 4, "--micro_batches=2"),
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    single = subprocess.run(
+        train_command(single_dir, synthetic_train_dir, 2, 3, 4, "--micro_batches=2"),
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
 
     assert "worker 0 of 2 (chief)" in chief_output and "worker 1 of 2" in worker_output
@@ -126,11 +114,11 @@ def test_two_workers_equal_one_process_and_only_the_chief_writes(tmp_path, synth
     assert "validation after epoch" not in worker_output
 
 
-def test_a_dead_worker_stops_the_other_and_both_resume(tmp_path, synthetic_dir):
+def test_a_dead_worker_stops_the_other_and_both_resume(tmp_path, synthetic_train_dir):
     """Kill worker 1 mid-run: worker 0 stops with a clear message in bounded time; rerunning
     the same command on both (here under Slurm's environment) resumes."""
     run_dir = str(tmp_path / "run")
-    command = train_command(run_dir, synthetic_dir, 3, 4, 2, "--strategy=multi_worker")
+    command = train_command(run_dir, synthetic_train_dir, 3, 4, 2, "--strategy=multi_worker")
     environments = slurm_environments(2, tmp_path)
     chief, worker = start_workers(command, environments)
     checkpoints = os.path.join(run_dir, "checkpoints")
@@ -154,7 +142,7 @@ def test_a_dead_worker_stops_the_other_and_both_resume(tmp_path, synthetic_dir):
     # both, in one line, before any step.
     elsewhere = [a if not a.startswith("--run_dir=") else f"--run_dir={tmp_path / 'elsewhere'}"
                  for a in command]
-    processes = [subprocess.Popen(c, cwd=ROOT, env=e, stdout=subprocess.PIPE,
+    processes = [subprocess.Popen(c, cwd=REPO_ROOT, env=e, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
                  for c, e in zip((command, elsewhere), environments)]
     for process in processes:

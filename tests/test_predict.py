@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_fixtures import write_image
 from pose_fixtures import (DOT_IMAGE_SIZE, DOTS, PoolingNetwork, dot_image, run_script,
                            save_tiny_model)
 from skelpose_tf import predict_lib
 from skelpose_tf.drawing import MIN_PANEL_CROP_WIDTH
 from skelpose_tf.data.synthetic import generate_dataset
-
-
-def write_png(path, image_rgb):
-    assert cv2.imwrite(str(path), np.ascontiguousarray(image_rgb[..., ::-1]))
-    return str(path)
 
 
 ONE_PERSON = (((40.0, 20.0, 60.0, 90.0), ((55.0, 35.0), (70.4, 60.2), (85.0, 95.0))),)
@@ -62,7 +58,7 @@ def test_predict_command_on_a_folder_with_partial_boxes_writes_json_drawings_and
 
 
 def test_whole_image_prediction_lands_on_the_dots(tmp_path):
-    path = write_png(tmp_path / "person.png", dot_image(ONE_PERSON))
+    path = write_image(tmp_path / "person.png", dot_image(ONE_PERSON))
     network = PoolingNetwork(DOTS)
     network.set_decoding(decoder="dark")
     (prediction,) = predict_lib.predict_images(network, [path])
@@ -80,7 +76,7 @@ def test_predictions_move_with_the_image_content(tmp_path):
     dx, dy = 23, 11
     shifted = np.zeros((image.shape[0] + 40, image.shape[1] + 40, 3), np.uint8)
     shifted[dy:dy + image.shape[0], dx:dx + image.shape[1]] = image
-    paths = [write_png(tmp_path / "a.png", image), write_png(tmp_path / "b.png", shifted)]
+    paths = [write_image(tmp_path / "a.png", image), write_image(tmp_path / "b.png", shifted)]
     box = np.asarray(ONE_PERSON[0][0], np.float32)
     boxes = {paths[0]: (box[None], np.ones(1, np.float32)),
              paths[1]: ((box + [dx, dy, 0, 0])[None], np.ones(1, np.float32))}
@@ -91,7 +87,7 @@ def test_predictions_move_with_the_image_content(tmp_path):
 
 
 def test_written_outputs_and_the_panel_of_a_model_without_skeletal_maps(tmp_path):
-    path = write_png(tmp_path / "person.png", dot_image(ONE_PERSON))
+    path = write_image(tmp_path / "person.png", dot_image(ONE_PERSON))
     network = PoolingNetwork(DOTS)
     predictions = predict_lib.predict_images(network, [path], keep_maps=True)
     payload = predict_lib.write_outputs(predictions, network, str(tmp_path / "out"),
@@ -123,7 +119,7 @@ class CountingNetwork(PoolingNetwork):
 
 
 def test_maps_panels_come_from_the_predictions_own_pass_and_crops(tmp_path, monkeypatch):
-    paths = [write_png(tmp_path / f"person{i}.png", dot_image(ONE_PERSON)) for i in range(2)]
+    paths = [write_image(tmp_path / f"person{i}.png", dot_image(ONE_PERSON)) for i in range(2)]
     boxes = {paths[0]: (np.asarray([ONE_PERSON[0][0], (10.0, 5.0, 90.0, 120.0)], np.float32),
                         np.ones(2, np.float32))}
     network = CountingNetwork(DOTS)
@@ -156,8 +152,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         predict_lib.list_images(str(tmp_path / "missing.jpg"))
     with pytest.raises(ValueError, match="holds no image file"):
         predict_lib.list_images(str(tmp_path))
-    paths = [write_png(tmp_path / "a.png", dot_image(ONE_PERSON)),
-             write_png(tmp_path / "b.png", dot_image(ONE_PERSON))]
+    paths = [write_image(tmp_path / "a.png", dot_image(ONE_PERSON)),
+             write_image(tmp_path / "b.png", dot_image(ONE_PERSON))]
     boxes_file = tmp_path / "boxes.json"
     cases = [({"c.png": [[0, 0, 10, 10]]}, "not being predicted, e.g. \\['c.png'\\]"),
              ({"a.png": [[0, 0, 0, 10]]}, "positive width and height"),

@@ -10,30 +10,18 @@ import subprocess
 import sys
 import time
 
-import pytest
 
+from pose_fixtures import REPO_ROOT, TESTS_DIR, small_train_command
 from skelpose_tf.atomic_files import keras_file_metadata
 from skelpose_tf.model_loading import load_pose_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def synthetic_dir(tmp_path_factory):
-    from skelpose_tf.data.synthetic import generate_dataset
-
-    root = str(tmp_path_factory.mktemp("synthetic"))
-    generate_dataset(root, 24, 6, seed=0, image_size=(160, 120))
-    return root
-
 
 def train_command(run_dir, data_dir, epochs, steps):
-    return [sys.executable, os.path.join(ROOT, "train.py"), "--flagfile=configs/demo.cfg",
-            f"--run_dir={run_dir}", f"--data_dir={data_dir}", "--width=8", "--input_size=64x64",
-            f"--epochs={epochs}", f"--steps_per_epoch={steps}", "--batch_size=4",
-            "--backup_every_steps=2", "--val_every_epochs=100", "--val_max_people=8",
-            "--export=false", "--verbose=2", "--tiny_topology=true"]
+    """`small_train_command` of the tiny topology at batch 4, backed up every 2 steps, with no
+    validation unless the test adds it."""
+    return small_train_command(run_dir, data_dir, epochs, steps, "--batch_size=4",
+                               "--backup_every_steps=2", "--val_every_epochs=100",
+                               "--tiny_topology=true")
 
 
 def latest_step(run_dir):
@@ -56,8 +44,8 @@ def latest_step(run_dir):
 def run_killed(command, kill_point, timeout=600):
     """Run `command` through tests/killing_train.py with SKELPOSE_KILL=kill_point."""
     environment = {**os.environ, "SKELPOSE_KILL": kill_point}
-    result = subprocess.run([sys.executable, os.path.join(HERE, "killing_train.py"),
-                             *command[2:]], cwd=ROOT, env=environment, capture_output=True,
+    result = subprocess.run([sys.executable, os.path.join(TESTS_DIR, "killing_train.py"),
+                             *command[2:]], cwd=REPO_ROOT, env=environment, capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == -signal.SIGKILL, (kill_point, result.stdout[-3000:],
                                                   result.stderr[-3000:])
@@ -68,14 +56,15 @@ def validations_printed(stdout):
     return [float(v) for v in re.findall(r"validation after epoch \d+: AP ([0-9.]+)", stdout)]
 
 
-def test_run_killed_again_and_again_finishes_like_an_uninterrupted_one(tmp_path, synthetic_dir):
+def test_run_killed_again_and_again_finishes_like_an_uninterrupted_one(
+        tmp_path, synthetic_train_dir):
     """Kill -9 inside checkpoint saves, inside the best.keras save and at a random step, then
     resume with the README's command each time; nothing is repeated, skipped or lost."""
     run_dir = str(tmp_path / "run")
     epochs, steps = 3, 4
-    first = train_command(run_dir, synthetic_dir, epochs=epochs, steps=steps) + [
+    first = train_command(run_dir, synthetic_train_dir, epochs=epochs, steps=steps) + [
         "--backup_every_steps=1", "--val_every_epochs=1"]
-    resume = [sys.executable, os.path.join(ROOT, "train.py"),
+    resume = [sys.executable, os.path.join(REPO_ROOT, "train.py"),
               f"--flagfile={os.path.join(run_dir, 'flags.cfg')}"]
     outputs = [run_killed(first, "checkpoint_index:3")]
     assert latest_step(run_dir) == 2  # the third save's files exist but no index names them
@@ -85,7 +74,7 @@ def test_run_killed_again_and_again_finishes_like_an_uninterrupted_one(tmp_path,
     outputs.append(run_killed(resume, f"checkpoint_random:{random.randint(2, 4)}"))
 
     # An outside kill at a random step of the next run.
-    process = subprocess.Popen(resume, cwd=ROOT, stdout=subprocess.PIPE,
+    process = subprocess.Popen(resume, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     start = latest_step(run_dir)
     target = random.randint(start + 1, epochs * steps - 1)
@@ -98,7 +87,7 @@ def test_run_killed_again_and_again_finishes_like_an_uninterrupted_one(tmp_path,
     os.kill(process.pid, signal.SIGKILL)
     outputs.append(process.communicate()[0])
 
-    final = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    final = subprocess.run(resume, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     outputs.append(final.stdout)
     for output in outputs[1:]:
@@ -120,14 +109,14 @@ def test_run_killed_again_and_again_finishes_like_an_uninterrupted_one(tmp_path,
 
     # Results without any checkpoint: a one-line refusal, not a silent fresh start.
     shutil.rmtree(os.path.join(run_dir, "checkpoints"))
-    refused = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    refused = subprocess.run(resume, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert refused.returncode != 0
     assert "Traceback" not in refused.stderr
     assert "--restart" in refused.stderr and "best.keras" in refused.stderr
     best_bytes = open(os.path.join(run_dir, "best.keras"), "rb").read()
     # --restart moves the old run aside whole, then starts from step 0.
     restarted = subprocess.run(resume + ["--restart", "--epochs=1", "--steps_per_epoch=1"],
-                               cwd=ROOT, capture_output=True, text=True, timeout=900)
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert restarted.returncode == 0, restarted.stdout[-3000:] + restarted.stderr[-3000:]
     aside = re.search(r"moved the previous run to (\S+)", restarted.stdout).group(1)
     assert open(os.path.join(aside, "best.keras"), "rb").read() == best_bytes
@@ -135,12 +124,12 @@ def test_run_killed_again_and_again_finishes_like_an_uninterrupted_one(tmp_path,
     assert "--restart" not in open(os.path.join(run_dir, "flags.cfg")).read()
 
 
-def test_resume_with_another_architecture_is_a_short_message(tmp_path, synthetic_dir):
+def test_resume_with_another_architecture_is_a_short_message(tmp_path, synthetic_train_dir):
     run_dir = str(tmp_path / "run")
-    command = train_command(run_dir, synthetic_dir, epochs=1, steps=1)
-    assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=900).returncode == 0
+    command = train_command(run_dir, synthetic_train_dir, epochs=1, steps=1)
+    assert subprocess.run(command, cwd=REPO_ROOT, capture_output=True, timeout=900).returncode == 0
     flags_before = open(os.path.join(run_dir, "flags.cfg")).read()
-    changed = subprocess.run(command + ["--width=16", "--epochs=2"], cwd=ROOT,
+    changed = subprocess.run(command + ["--width=16", "--epochs=2"], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=900)
     assert changed.returncode != 0 and "Traceback" not in changed.stderr
     message = changed.stderr[changed.stderr.index("train.py: error:"):].strip()
@@ -149,19 +138,19 @@ def test_resume_with_another_architecture_is_a_short_message(tmp_path, synthetic
     assert open(os.path.join(run_dir, "flags.cfg")).read() == flags_before
 
 
-def test_training_from_tfrecord_shards(tmp_path, synthetic_dir):
+def test_training_from_tfrecord_shards(tmp_path, synthetic_train_dir):
     from skelpose_tf.data.coco import read_coco_keypoints
     from skelpose_tf.data.tfrecords import write_tfrecords
 
-    paths = os.path.join(synthetic_dir, "annotations", "person_keypoints_train.json")
-    records = read_coco_keypoints(paths, os.path.join(synthetic_dir, "images", "train"), "coco",
-                                  (64, 64))
+    paths = os.path.join(synthetic_train_dir, "annotations", "person_keypoints_train.json")
+    records = read_coco_keypoints(paths, os.path.join(synthetic_train_dir, "images", "train"),
+                                  "coco", (64, 64))
     shards = str(tmp_path / "shards")
     meta = write_tfrecords(records, shards, 2, "coco", (64, 64))
     run_dir = str(tmp_path / "run")
-    command = train_command(run_dir, synthetic_dir, epochs=1, steps=0) + [
+    command = train_command(run_dir, synthetic_train_dir, epochs=1, steps=0) + [
         f"--train_tfrecords={shards}"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"data: {meta['num_records']} training people" in result.stdout
     summary = json.load(open(os.path.join(run_dir, "summary.json")))

@@ -20,7 +20,7 @@ from skelpose_tf.training.callbacks import ValidationCallback
 from skelpose_tf.training.optimizers import FusedAdam
 from skelpose_tf.training.run_state import RunState, RunStateError, model_fingerprint
 from skelpose_tf.training.trainer import PoseTrainer
-from tiny_models import tiny_pose_model
+from pose_fixtures import tiny_batch, tiny_pose_model
 
 
 def make_trainer(seed=0, width=8):
@@ -31,10 +31,8 @@ def make_trainer(seed=0, width=8):
 
 
 def train_steps(trainer, steps, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (4, 64, 64, 3)).astype("uint8")
-    labels = {"keypoints": rng.uniform(4, 60, (4, 17, 2)).astype("float32"),
-              "visibility": np.ones((4, 17), "float32")}
+    images, labels = tiny_batch(4, seed=seed)
+    labels["visibility"] = np.ones((4, 17), "float32")
     dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
     trainer.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
 

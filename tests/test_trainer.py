@@ -13,19 +13,9 @@ import tensorflow as tf
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.losses import pose_loss
 from cluster_fixtures import free_ports
-from tiny_models import tiny_pose_model
+from pose_fixtures import TESTS_DIR, freeze_batch_norm, tiny_batch, tiny_pose_model
 from skelpose_tf.training.schedules import WarmupSchedule, epoch_boundaries
 from skelpose_tf.training.trainer import PoseTrainer
-
-HERE = os.path.dirname(__file__)
-
-
-def tiny_batch(batch=4, size=(64, 64), seed=0, num_keypoints=17):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch, *size, 3)).astype("uint8")
-    keypoints = rng.uniform(4, size[0] - 4, (batch, num_keypoints, 2)).astype("float32")
-    visibility = (rng.uniform(size=(batch, num_keypoints)) > 0.3).astype("float32")
-    return images, {"keypoints": keypoints, "visibility": visibility}
 
 
 def make_trainer(skeletal_attention=True, lr=1e-3):
@@ -62,10 +52,7 @@ def _one_batch_training(micro_batches, steps=2):
     """Initial and final weights and the logs of `steps` SGD steps on one batch of 8, with
     BatchNorm frozen (per-micro-batch statistics would differ legitimately)."""
     keras.utils.set_random_seed(0)
-    network = tiny_pose_model("coco")
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+    network = freeze_batch_norm(tiny_pose_model("coco"))
     trainer = PoseTrainer(network, HeatmapCodec((64, 64), "coco"), micro_batches=micro_batches)
     trainer.compile(optimizer=keras.optimizers.SGD(0.5))
     images, labels = tiny_batch(batch=8, seed=3)
@@ -139,11 +126,11 @@ def test_step_decay_drops_at_the_official_hrnet_epochs():
 
 
 def _replica_command(*args):
-    return [sys.executable, os.path.join(HERE, "replica_training.py"), *args]
+    return [sys.executable, os.path.join(TESTS_DIR, "replica_training.py"), *args]
 
 
 def _environment(**extra):
-    path = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (TESTS_DIR, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
