@@ -18,7 +18,7 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import ablation_lib, model_flags  # noqa: E402
+from skelpose_tf import ablation_table, model_flags  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
 from skelpose_tf.data import sources  # noqa: E402
 from skelpose_tf.model_loading import resolve_checkpoint  # noqa: E402
@@ -49,7 +49,7 @@ flags.register_validator("decoders", lambda names: bool(names) and set(names) <=
 
 
 def _checkpoints() -> dict:
-    given = {ablation_lib.BASELINE: _BASELINE.value, ablation_lib.SKELETAL: _SKELETAL.value}
+    given = {ablation_table.BASELINE: _BASELINE.value, ablation_table.SKELETAL: _SKELETAL.value}
     given = {role: weights for role, weights in given.items() if weights}
     if not given:
         raise app.UsageError("Give --baseline_weights and/or --skeletal_weights.")
@@ -69,8 +69,8 @@ def _ablation():
         # own, and run_ablation checks that it fits the role.
         weights_only = resolve_checkpoint(weights).endswith(".weights.h5")
         models[role] = model_flags.load_model(
-            weights, skeletal_attention=(role == ablation_lib.SKELETAL) if weights_only else None)
-    result = ablation_lib.run_ablation(
+            weights, skeletal_attention=(role == ablation_table.SKELETAL) if weights_only else None)
+    result = ablation_table.run_ablation(
         models, source, _DECODERS.value, flip_test=model_flags.value("flip_test"),
         batch_size=_BATCH_SIZE.value, out_dir=_OUT_DIR.value)
     os.makedirs(_OUT_DIR.value, exist_ok=True)

@@ -22,11 +22,12 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import evaluate_lib, model_flags  # noqa: E402
+from skelpose_tf import model_evaluation, model_flags  # noqa: E402
 from skelpose_tf.data import sources  # noqa: E402
 from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 from skelpose_tf.evaluation.report import format_coco_table  # noqa: E402
-from skelpose_tf.model_loading import describe_model, model_summary, resolve_checkpoint  # noqa: E402
+from skelpose_tf.model_loading import (describe_model, model_summary,  # noqa: E402
+                                       resolve_checkpoint)
 
 _WEIGHTS = model_flags.define_weights_flag()
 model_flags.define_architecture_flags()
@@ -84,7 +85,7 @@ def _score_results_file():
         raise app.UsageError("--results_json scores a COCO results file: give --ann (the ground "
                              "truth it is scored against).")
     keypoint_set = get_keypoint_set(model_flags.value("keypoint_set") or "coco")
-    result = evaluate_lib.score_coco_results(_RESULTS_JSON.value, _ANN.value, keypoint_set)
+    result = model_evaluation.score_coco_results(_RESULTS_JSON.value, _ANN.value, keypoint_set)
     print(format_coco_table(result.stats, result.box_source, title=f"COCO keypoints: "
                             f"{_RESULTS_JSON.value} on {_ANN.value}", row_label="results file"))
     metrics_json = _METRICS_JSON.value or os.path.splitext(_RESULTS_JSON.value)[0] + "_metrics.json"
@@ -103,7 +104,7 @@ def _evaluate():
     print(f"model: {describe_model(network)} from {checkpoint}")
     print(f"data: {source.describe()} | person boxes: {source.box_source}", flush=True)
     decoder = network.codec.decoder
-    evaluation = evaluate_lib.evaluate_model(
+    evaluation = model_evaluation.evaluate_model(
         network, source, [decoder], flip_test=model_flags.value("flip_test"),
         batch_size=_BATCH_SIZE.value, out_dir=out_dir, max_people=_MAX_PEOPLE.value)[decoder]
     for note in evaluation.notes:

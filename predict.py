@@ -19,7 +19,7 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import model_flags, predict_lib  # noqa: E402
+from skelpose_tf import model_flags, image_prediction  # noqa: E402
 from skelpose_tf.model_loading import describe_model, resolve_checkpoint  # noqa: E402
 
 _WEIGHTS = model_flags.define_weights_flag()
@@ -37,16 +37,16 @@ flags.mark_flag_as_required("image")
 
 
 def _predict():
-    images = predict_lib.list_images(_IMAGE.value)
-    boxes = predict_lib.read_boxes_file(_BOXES.value, images) if _BOXES.value else None
+    images = image_prediction.list_images(_IMAGE.value)
+    boxes = image_prediction.read_boxes_file(_BOXES.value, images) if _BOXES.value else None
     resolve_checkpoint(_WEIGHTS.value)
     network, checkpoint = model_flags.load_model(_WEIGHTS.value)
     print(f"model: {describe_model(network)} from {checkpoint}", flush=True)
     flip_test = model_flags.value("flip_test")
-    predictions = predict_lib.predict_images(
+    predictions = image_prediction.predict_images(
         network, images, boxes, _BOXES.value, flip_test=flip_test,
         batch_size=_BATCH_SIZE.value, keep_maps=_SHOW_MAPS.value)
-    payload = predict_lib.write_outputs(
+    payload = image_prediction.write_outputs(
         predictions, network, _OUT_DIR.value, weights=checkpoint, flip_test=flip_test,
         show_maps=_SHOW_MAPS.value, threshold=_THRESHOLD.value)
     for entry in payload["images"]:

@@ -64,7 +64,7 @@ GOAL_BATCH16_FACTOR = 1.1
 
 def _crops(network, count):
     """Real crops of the synthetic training set at the network's input size."""
-    from skelpose_tf.evaluate_lib import ensure_synthetic_dataset
+    from skelpose_tf.model_evaluation import ensure_synthetic_dataset
     from skelpose_tf.export import dataset_crops
 
     paths = ensure_synthetic_dataset(_DATA_DIR.value)

@@ -9,9 +9,9 @@ a `.weights.h5` file plus the architecture.
   built from `width`, `input_size`, `keypoint_set` and `skeletal_attention` (official topology
   unless told otherwise) with the `PoseHRNet` codec defaults (`sigma` None: the official
   default for the input size; decoder "weighted", N 20; the "hrnet" pixel convention for
-  converted published checkpoints), then `load_weights`; a file saved from another architecture (width,
-  keypoint count, with or without the skeletal module) is refused with the architecture
-  named. The input size is not stored in the weights (every layer is a convolution), so any
+  converted published checkpoints), then `load_weights`; a file saved from another
+  architecture (width, keypoint count, with or without the skeletal module) is refused with the
+  architecture named. The input size is not stored in the weights (every layer is a convolution), so any
   multiple of 32 loads.
 
 Example:

@@ -1,4 +1,4 @@
-"""ablation.py and skelpose_tf.ablation_lib: the paper's Table III from checkpoints."""
+"""ablation.py and skelpose_tf.ablation_table: the paper's Table III from checkpoints."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import pytest
 
 from pose_fixtures import (DOTS, PoolingNetwork, pycocotools_stats, run_script, save_tiny_model,
                            write_dots_dataset)
-from skelpose_tf import ablation_lib
+from skelpose_tf import ablation_table
 from skelpose_tf.data import sources
 from skelpose_tf.data.synthetic import generate_dataset
 from skelpose_tf.evaluation.report import coco_table_row
@@ -57,7 +57,7 @@ def test_the_better_model_is_bold_and_rows_follow_the_paper(tmp_path):
                                               image_dir=dots["images"])
     models = {"baseline": (PoolingNetwork(DOTS, shift=(0.0, 2.0)), "base.keras"),
               "skeletal": (PoolingNetwork(DOTS, skeletal_attention=True), "skel.keras")}
-    result = ablation_lib.run_ablation(models, source, ["quarter", "weighted"],
+    result = ablation_table.run_ablation(models, source, ["quarter", "weighted"],
                                        out_dir=str(tmp_path / "out"), log_every=0)
     values = [result.values(row) for row in result.rows]
     assert [row.method for row in result.rows] == [m for m, _, _ in PAPER_ROWS] + [
@@ -77,7 +77,7 @@ def test_mpii_ablation_reports_pckh_at_0_5_and_0_1(tmp_path):
     mpii = get_keypoint_set("mpii")
     source = sources.resolve_data_source("mpii", data_dir=root)
     skeletal = PoolingNetwork(mpii, input_size=(64, 64), skeletal_attention=True)
-    result = ablation_lib.run_ablation({"skeletal": (skeletal, "skel.keras")}, source,
+    result = ablation_table.run_ablation({"skeletal": (skeletal, "skel.keras")}, source,
                                        ["weighted", "quarter"], out_dir=str(tmp_path / "out"),
                                        log_every=0)
     assert [row.method for row in result.rows] == ["+ skeletal attention", "+ weighted inference"]
@@ -97,10 +97,10 @@ def test_swapped_or_mismatched_checkpoints_are_refused():
     skeletal = PoolingNetwork(coco, skeletal_attention=True)
     baseline = PoolingNetwork(coco, skeletal_attention=False)
     with pytest.raises(ValueError, match="Are the two checkpoints swapped"):
-        ablation_lib.check_models({"baseline": (skeletal, "a"), "skeletal": (baseline, "b")})
+        ablation_table.check_models({"baseline": (skeletal, "a"), "skeletal": (baseline, "b")})
     with pytest.raises(ValueError, match="different keypoint sets"):
-        ablation_lib.check_models({"baseline": (baseline, "a"),
+        ablation_table.check_models({"baseline": (baseline, "a"),
                                    "skeletal": (PoolingNetwork(DOTS, skeletal_attention=True),
                                                 "b")})
     with pytest.raises(ValueError, match="must map some of"):
-        ablation_lib.check_models({})
+        ablation_table.check_models({})

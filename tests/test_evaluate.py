@@ -1,4 +1,4 @@
-"""evaluate.py and skelpose_tf.evaluate_lib: COCO AP/AR and MPII PCKh of a network."""
+"""evaluate.py and skelpose_tf.model_evaluation: COCO AP/AR and MPII PCKh of a network."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import scipy.io
 from pose_fixtures import (DOT_PEOPLE, DOTS, PoolingNetwork, nearest_truth_errors,
                            pycocotools_stats, run_script, save_tiny_model, tiny_pose_model,
                            write_dots_dataset)
-from skelpose_tf import evaluate_lib
+from skelpose_tf import model_evaluation
 from skelpose_tf.data import sources
 from skelpose_tf.evaluation import COCO_STAT_NAMES
 from skelpose_tf.keypoints import get_keypoint_set
@@ -39,7 +39,7 @@ def dot_truth(num_images=2):
 @pytest.mark.parametrize("boxes", ["ground truth", "detector"])
 def test_a_perfect_estimator_scores_ap_one_with_either_box_source(dots, tmp_path, boxes):
     detections = dots["detections"] if boxes == "detector" else ""
-    (evaluation,) = evaluate_lib.evaluate_coco_decoders(
+    (evaluation,) = model_evaluation.evaluate_coco_decoders(
         PoolingNetwork(DOTS), dots["ann"], dots["images"], detections, decoders=["dark"],
         batch_size=3, out_dir=str(tmp_path), log_every=0).values()
     assert evaluation.metric.stats["AP"] == 1.0
@@ -56,7 +56,7 @@ def test_a_perfect_estimator_scores_ap_one_with_either_box_source(dots, tmp_path
 
 
 def test_max_people_evaluates_whole_first_images_only(dots, tmp_path):
-    (evaluation,) = evaluate_lib.evaluate_coco_decoders(
+    (evaluation,) = model_evaluation.evaluate_coco_decoders(
         PoolingNetwork(DOTS), dots["ann"], dots["images"], max_people=1,
         out_dir=str(tmp_path), log_every=0).values()
     assert (evaluation.num_people, evaluation.metric.num_images) == (2, 1)
@@ -68,7 +68,7 @@ def test_max_people_evaluates_whole_first_images_only(dots, tmp_path):
 def test_results_json_scored_by_pycocotools_equals_the_printed_metrics(dots, tmp_path):
     # Shifted heatmaps make a mediocre estimator, so AP is neither 0 nor 1.
     network = PoolingNetwork(DOTS, shift=(0.0, 2.0))
-    evaluations = evaluate_lib.evaluate_coco_decoders(
+    evaluations = model_evaluation.evaluate_coco_decoders(
         network, dots["ann"], dots["images"], decoders=["weighted", "argmax"], batch_size=4,
         out_dir=str(tmp_path), log_every=0)
     for decoder, evaluation in evaluations.items():
@@ -147,7 +147,7 @@ def test_mpii_pckh_equals_a_direct_computation_from_the_written_predictions(
     mpii = get_keypoint_set("mpii")
     source = sources.resolve_data_source("mpii", data_dir=synthetic_eval_dir)
     assert source.head_boxes.endswith("mpii_gt_val.mat")
-    (evaluation,) = evaluate_lib.evaluate_mpii_decoders(
+    (evaluation,) = model_evaluation.evaluate_mpii_decoders(
         PoolingNetwork(mpii, input_size=(64, 64)), source.annotation_file, source.image_dir,
         source.head_boxes, decoders=["argmax"], batch_size=2, out_dir=str(tmp_path),
         log_every=0).values()
@@ -172,7 +172,7 @@ def test_a_results_file_for_other_images_is_refused(dots, tmp_path):
         json.dump([{"image_id": 999, "category_id": 1, "score": 1.0,
                     "keypoints": [10.0, 10.0, 1.0] * 3}], f)
     with pytest.raises(ValueError, match=r"image id\(s\) that are not in the annotation file"):
-        evaluate_lib.score_coco_results(foreign, dots["ann"], DOTS)
+        model_evaluation.score_coco_results(foreign, dots["ann"], DOTS)
     completed = run_script("evaluate.py", f"--results_json={foreign}", f"--ann={dots['ann']}",
                            f"--keypoint_set={dots['keypoint_set']}")
     assert completed.returncode == 1
@@ -183,11 +183,11 @@ def test_a_results_file_for_other_images_is_refused(dots, tmp_path):
 def test_weights_of_another_keypoint_set_are_refused_before_inference(
         dots, synthetic_eval_dir):
     with pytest.raises(ValueError, match="predicts 16 keypoints .* annotates 3 per person"):
-        evaluate_lib.evaluate_coco_decoders(PoolingNetwork(get_keypoint_set("mpii")),
+        model_evaluation.evaluate_coco_decoders(PoolingNetwork(get_keypoint_set("mpii")),
                                             dots["ann"], dots["images"])
     source = sources.resolve_data_source("mpii", data_dir=synthetic_eval_dir)
     with pytest.raises(ValueError, match="needs a model of the MPII keypoint set.*'coco'"):
-        evaluate_lib.evaluate_mpii_decoders(PoolingNetwork(get_keypoint_set("coco")),
+        model_evaluation.evaluate_mpii_decoders(PoolingNetwork(get_keypoint_set("coco")),
                                             source.annotation_file, source.image_dir)
 
 
@@ -224,7 +224,7 @@ def test_checkpoints_of_another_architecture_are_refused(tmp_path):
 
 def test_missing_images_and_inputs_give_clear_errors(dots, tmp_path):
     with pytest.raises(ValueError, match="No person to evaluate .* missing image file"):
-        evaluate_lib.evaluate_coco_decoders(PoolingNetwork(DOTS), dots["ann"], str(tmp_path))
+        model_evaluation.evaluate_coco_decoders(PoolingNetwork(DOTS), dots["ann"], str(tmp_path))
     with pytest.raises(ValueError, match="Image folder \\(--images\\) not found"):
         sources.resolve_data_source("coco", annotation_file=dots["ann"],
                                          image_dir=str(tmp_path / "nowhere"))

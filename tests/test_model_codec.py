@@ -13,7 +13,7 @@ from pose_fixtures import (REPO_ROOT, he_initialise, he_initialised_tiny_model, 
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.data.coco import read_coco_keypoints
 from skelpose_tf.data.synthetic import dataset_paths
-from skelpose_tf.evaluate_lib import evaluate_coco_decoders
+from skelpose_tf.model_evaluation import evaluate_coco_decoders
 from skelpose_tf.export import export_saved_model, read_metadata
 from skelpose_tf.export.runtime import SavedModelRunner
 from skelpose_tf.export.verify import crops_from_records

@@ -1,4 +1,4 @@
-"""predict.py and skelpose_tf.predict_lib: poses on the user's own images."""
+"""predict.py and skelpose_tf.image_prediction: poses on the user's own images."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import tensorflow as tf
 from data_fixtures import write_image
 from pose_fixtures import (DOT_IMAGE_SIZE, DOTS, PoolingNetwork, dot_image, run_script,
                            save_tiny_model)
-from skelpose_tf import predict_lib
+from skelpose_tf import image_prediction
 from skelpose_tf.drawing import MIN_PANEL_CROP_WIDTH
 from skelpose_tf.data.synthetic import generate_dataset
 
@@ -61,7 +61,7 @@ def test_whole_image_prediction_lands_on_the_dots(tmp_path):
     path = write_image(tmp_path / "person.png", dot_image(ONE_PERSON))
     network = PoolingNetwork(DOTS)
     network.set_decoding(decoder="dark")
-    (prediction,) = predict_lib.predict_images(network, [path])
+    (prediction,) = image_prediction.predict_images(network, [path])
     assert prediction.box_source == "whole image (no boxes given)"
     height, width = DOT_IMAGE_SIZE
     np.testing.assert_allclose(prediction.centers, [[(width - 1) / 2, (height - 1) / 2]])
@@ -80,7 +80,7 @@ def test_predictions_move_with_the_image_content(tmp_path):
     box = np.asarray(ONE_PERSON[0][0], np.float32)
     boxes = {paths[0]: (box[None], np.ones(1, np.float32)),
              paths[1]: ((box + [dx, dy, 0, 0])[None], np.ones(1, np.float32))}
-    first, second = predict_lib.predict_images(PoolingNetwork(DOTS), paths, boxes, "boxes.json")
+    first, second = image_prediction.predict_images(PoolingNetwork(DOTS), paths, boxes, "boxes.json")
     assert first.box_source == "boxes from boxes.json"
     np.testing.assert_allclose(second.keypoints, first.keypoints + [dx, dy], atol=1e-3)
     np.testing.assert_allclose(second.keypoint_scores, first.keypoint_scores, atol=1e-6)
@@ -89,8 +89,8 @@ def test_predictions_move_with_the_image_content(tmp_path):
 def test_written_outputs_and_the_panel_of_a_model_without_skeletal_maps(tmp_path):
     path = write_image(tmp_path / "person.png", dot_image(ONE_PERSON))
     network = PoolingNetwork(DOTS)
-    predictions = predict_lib.predict_images(network, [path], keep_maps=True)
-    payload = predict_lib.write_outputs(predictions, network, str(tmp_path / "out"),
+    predictions = image_prediction.predict_images(network, [path], keep_maps=True)
+    payload = image_prediction.write_outputs(predictions, network, str(tmp_path / "out"),
                                         show_maps=True)
     (entry,) = payload["images"]
     assert payload["coordinates"].startswith("original-image pixels")
@@ -124,9 +124,9 @@ def test_maps_panels_come_from_the_predictions_own_pass_and_crops(tmp_path, monk
                         np.ones(2, np.float32))}
     network = CountingNetwork(DOTS)
     reads = []
-    monkeypatch.setattr(predict_lib, "read_image_bytes",
+    monkeypatch.setattr(image_prediction, "read_image_bytes",
                         lambda path: reads.append(path) or open(path, "rb").read())
-    predictions = predict_lib.predict_images(network, paths, boxes, "boxes.json", batch_size=8,
+    predictions = image_prediction.predict_images(network, paths, boxes, "boxes.json", batch_size=8,
                                              keep_maps=True)
     assert int(network.calls.numpy()) == 1  # one batch of three crops, with the flip test
     maps = predictions[0].maps
@@ -137,21 +137,21 @@ def test_maps_panels_come_from_the_predictions_own_pass_and_crops(tmp_path, monk
     np.testing.assert_allclose(
         (maps["crop_keypoints"] - half) * crop_scale + predictions[0].centers[:, None],
         predictions[0].keypoints, atol=1e-3)
-    payload = predict_lib.write_outputs(predictions, network, str(tmp_path / "out"),
+    payload = image_prediction.write_outputs(predictions, network, str(tmp_path / "out"),
                                         show_maps=True)
     assert int(network.calls.numpy()) == 1  # the panels ran no second pass
     assert sorted(reads) == sorted(paths)  # each image read once, for its skeleton drawing
     assert [len(entry["maps"]) for entry in payload["images"]] == [2, 1]
     with pytest.raises(ValueError, match="keep_maps=True"):
-        predict_lib.write_outputs(predict_lib.predict_images(network, paths[:1]), network,
+        image_prediction.write_outputs(image_prediction.predict_images(network, paths[:1]), network,
                                   str(tmp_path / "out2"), show_maps=True)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="Image not found"):
-        predict_lib.list_images(str(tmp_path / "missing.jpg"))
+        image_prediction.list_images(str(tmp_path / "missing.jpg"))
     with pytest.raises(ValueError, match="holds no image file"):
-        predict_lib.list_images(str(tmp_path))
+        image_prediction.list_images(str(tmp_path))
     paths = [write_image(tmp_path / "a.png", dot_image(ONE_PERSON)),
              write_image(tmp_path / "b.png", dot_image(ONE_PERSON))]
     boxes_file = tmp_path / "boxes.json"
@@ -162,17 +162,17 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     for content, message in cases:
         boxes_file.write_text(json.dumps(content))
         with pytest.raises(ValueError, match=message):
-            predict_lib.read_boxes_file(str(boxes_file), paths)
+            image_prediction.read_boxes_file(str(boxes_file), paths)
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image at all")
     with pytest.raises(ValueError, match="Cannot read image .*garbage.jpg"):
-        predict_lib.predict_images(PoolingNetwork(DOTS), [str(garbage)])
+        image_prediction.predict_images(PoolingNetwork(DOTS), [str(garbage)])
     _, encoded = cv2.imencode(".jpg", dot_image(ONE_PERSON))
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(encoded.tobytes()[:400])
     for images in ([paths[0], str(truncated)], [str(truncated)]):
         with pytest.raises(ValueError, match="Cannot decode 1 image.*truncated"):
-            predict_lib.predict_images(PoolingNetwork(DOTS), images)
+            image_prediction.predict_images(PoolingNetwork(DOTS), images)
 
 
 def test_predict_command_reports_a_missing_image_without_a_traceback(tmp_path):

@@ -103,8 +103,8 @@ def _data_paths(config, out):
 
 
 def evaluate(network, source, config: TrainConfig, out_dir, max_people=0, log_every=0):
-    """The real evaluator (`skelpose_tf.evaluate_lib`) with the run's decoder and flip test."""
-    from skelpose_tf.evaluate_lib import evaluate_model
+    """The real evaluator (`skelpose_tf.model_evaluation`) with the run's decoder and flip test."""
+    from skelpose_tf.model_evaluation import evaluate_model
 
     return evaluate_model(network, source, decoders=[config.decoder], flip_test=config.flip_test,
                           batch_size=config.batch_size, out_dir=out_dir,

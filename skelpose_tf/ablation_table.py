@@ -10,9 +10,9 @@ Rows in the paper's order, each a (model, decoder) pair scored on the same peopl
 followed by every other decoder evaluated for either model (e.g. "skeletal attention, dark
 decoder"). Each model runs one flip-tested forward pass; all its decoders read the same
 heatmaps. Columns: MPII PCKh@0.5 and PCKh@0.1 (the means, as Table III; PCKh@0.1 at the
-official code's threshold 0.11, which the paper's numbers come from, then at exactly 0.1), COCO
-mAP, AP .5, AP .75, AP (M), AP (L), mAR (as Table I). The best value of each column is bold in markdown,
-as in the paper.
+official code's threshold 0.11, which the paper's numbers come from, then at exactly 0.1),
+COCO mAP, AP .5, AP .75, AP (M), AP (L), mAR (as Table I). The best value of each column is
+bold in markdown, as in the paper.
 
 Example:
     result = run_ablation({"baseline": (base, "runs/base/best.keras"),
@@ -28,7 +28,7 @@ import sys
 
 from skelpose_tf.codec import DECODERS
 from skelpose_tf.data.sources import COCO, DataSource
-from skelpose_tf.evaluate_lib import evaluate_model
+from skelpose_tf.model_evaluation import evaluate_model
 from skelpose_tf.evaluation.report import (
     COCO_TABLE_COLUMNS,
     MEAN_AT_0_1_COLUMN,
@@ -91,7 +91,7 @@ class AblationRow:
         role: "baseline" or "skeletal".
         decoder: the decoder.
         paper_row: whether the row is one of the paper's three.
-        evaluation: the `skelpose_tf.evaluate_lib.Evaluation`.
+        evaluation: the `skelpose_tf.model_evaluation.Evaluation`.
     """
 
     method: str
@@ -202,7 +202,7 @@ def run_ablation(models: dict, source: DataSource, decoders=DECODERS, *, flip_te
             with its own codec settings (sigma, N of `weighted`, pixel convention).
         source: the evaluation data (`skelpose_tf.data.sources.resolve_data_source`).
         decoders: the decoders to evaluate (the paper's rows need `quarter` and `weighted`).
-        flip_test, batch_size, log_every, out: as `evaluate_lib.evaluate_model`.
+        flip_test, batch_size, log_every, out: as `model_evaluation.evaluate_model`.
         out_dir: each model's results files go to `<out_dir>/<role>/`.
 
     Returns:
