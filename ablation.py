@@ -14,11 +14,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
-import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import ablation_table, model_flags  # noqa: E402
+from skelpose_tf import cli, ablation_table, model_flags  # noqa: E402
 from skelpose_tf.codec import DECODERS  # noqa: E402
 from skelpose_tf.data import sources  # noqa: E402
 from skelpose_tf.model_loading import resolve_checkpoint  # noqa: E402
@@ -87,11 +86,8 @@ def _ablation():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
-    try:
-        _ablation()
-    except ValueError as error:
-        sys.exit(f"ablation.py: error: {error}")
+    _ablation()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

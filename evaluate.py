@@ -18,11 +18,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
-import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import model_evaluation, model_flags  # noqa: E402
+from skelpose_tf import cli, model_evaluation, model_flags  # noqa: E402
 from skelpose_tf.data import sources  # noqa: E402
 from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 from skelpose_tf.evaluation.report import format_coco_table  # noqa: E402
@@ -123,14 +122,11 @@ def _evaluate():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
-    try:
-        if _RESULTS_JSON.value:
-            _score_results_file()
-        else:
-            _evaluate()
-    except ValueError as error:
-        sys.exit(f"evaluate.py: error: {error}")
+    if _RESULTS_JSON.value:
+        _score_results_file()
+    else:
+        _evaluate()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

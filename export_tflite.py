@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from skelpose_tf import export, model_flags  # noqa: E402
+from skelpose_tf import cli, export, model_flags  # noqa: E402
 from skelpose_tf.atomic_files import replace_directory  # noqa: E402
 from skelpose_tf.export import QUANTIZATIONS  # noqa: E402
 
@@ -201,4 +201,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

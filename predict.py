@@ -15,11 +15,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import sys  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
-from skelpose_tf import model_flags, image_prediction  # noqa: E402
+from skelpose_tf import cli, model_flags, image_prediction  # noqa: E402
 from skelpose_tf.model_loading import describe_model, resolve_checkpoint  # noqa: E402
 
 _WEIGHTS = model_flags.define_weights_flag()
@@ -63,11 +62,8 @@ def _predict():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
-    try:
-        _predict()
-    except ValueError as error:
-        sys.exit(f"predict.py: error: {error}")
+    _predict()
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -19,6 +19,7 @@ import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
 
+from skelpose_tf import cli  # noqa: E402
 from skelpose_tf.models.pose_model import parse_input_size  # noqa: E402
 from skelpose_tf.training.config import TrainConfig  # noqa: E402
 
@@ -97,7 +98,6 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     from skelpose_tf.training.loop import train
-    from skelpose_tf.training.run_state import RunStateError
 
     import tensorflow as tf
 
@@ -112,13 +112,12 @@ def main(argv):
                  f"{cause}). Every worker stops. When all machines are back, rerun the same "
                  f"command on every worker: the run resumes from its last checkpoint in "
                  f"{config.run_dir}/checkpoints.")
-    except (ValueError, FileNotFoundError, FloatingPointError, RunStateError) as error:
-        # Bad data, paths or a diverged run: a clear message, no traceback (checkpoints are kept).
-        sys.exit(f"train.py: error: {error}")
+    # Bad data, paths, a damaged run or a diverged run: one line from cli.run (checkpoints
+    # are kept).
     print("\nsummary:", json.dumps(
         {k: v for k, v in summary.items() if k not in ("ground_truth_boxes", "detector_boxes")},
         indent=2, default=str))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -602,18 +602,17 @@ def main(flag_holders):
     values = {name: holder.value for name, holder in flag_holders.items()}
     for required in ("checkpoint", "out"):
         if not values[required]:
-            raise SystemExit(f"--{required} is required")
+            from absl import app
+
+            raise app.UsageError(f"--{required} is required.")
     start = time.perf_counter()
-    try:
-        report = convert_checkpoint(**values)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    report = convert_checkpoint(**values)
     print(report.summary())
     print(f"wrote {values['out']} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    from absl import app
+    from skelpose_tf import cli
 
     _FLAG_HOLDERS = _define_flags()
-    app.run(lambda argv: main(_FLAG_HOLDERS))
+    cli.run(lambda argv: main(_FLAG_HOLDERS), "python -m skelpose_tf.convert_weights")

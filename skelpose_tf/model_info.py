@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 _CONV_OPS = ("Conv2D", "DepthwiseConv2dNative")
 _MATMUL_OPS = ("MatMul", "BatchMatMulV2", "BatchMatMulV3")
@@ -128,5 +128,7 @@ def define_flags():
 
 
 if __name__ == "__main__":
+    from skelpose_tf import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main, "python -m skelpose_tf.model_info")

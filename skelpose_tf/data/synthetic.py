@@ -661,4 +661,6 @@ def _main(flag_holders: dict, argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(functools.partial(_main, _define_flags()))
+    from skelpose_tf import cli
+
+    cli.run(functools.partial(_main, _define_flags()), "python -m skelpose_tf.data.synthetic")

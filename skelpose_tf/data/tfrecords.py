@@ -301,5 +301,7 @@ def _main(holders, argv):
 
 
 if __name__ == "__main__":
+    from skelpose_tf import cli
+
     _HOLDERS = _define_flags()
-    app.run(lambda argv: _main(_HOLDERS, argv))
+    cli.run(lambda argv: _main(_HOLDERS, argv), "python -m skelpose_tf.data.tfrecords")

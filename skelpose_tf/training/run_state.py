@@ -25,6 +25,8 @@ import sys
 
 import tensorflow as tf
 
+from skelpose_tf.cli import UserError
+
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged"
 # Files whose presence means the run directory holds results that a fresh start would overwrite.
@@ -33,7 +35,7 @@ LEGACY_BACKUP_DIR = "backup"
 _PREFIX = re.compile(r"^ckpt-(\d+)\.index$")
 
 
-class RunStateError(RuntimeError):
+class RunStateError(UserError, RuntimeError):
     """The run directory cannot be resumed as it is; the message says what to do."""
 
 
