@@ -56,7 +56,9 @@ _METRICS_JSON = flags.DEFINE_string("metrics_json", "",
                                     "Metrics JSON path (default: <out_dir>/metrics.json).")
 _RESULTS_JSON = flags.DEFINE_string(
     "results_json", "", "Score this existing COCO results JSON against --ann instead of "
-    "running a model.")
+    "running a model (--keypoint_set: the predictions' keypoint set, default coco).")
+
+
 def _output_paths():
     weights = _WEIGHTS.value
     run_dir = weights if os.path.isdir(weights) else os.path.dirname(weights)
@@ -82,7 +84,8 @@ def _check_box_flags():
 def _score_results_file():
     if not _ANN.value or _DATASET.value != sources.COCO:
         raise app.UsageError("--results_json scores a COCO results file: give --ann (the ground "
-                             "truth it is scored against).")
+                             "truth it is scored against) and, for a keypoint set other than "
+                             "coco, --keypoint_set.")
     keypoint_set = get_keypoint_set(model_flags.value("keypoint_set") or "coco")
     result = model_evaluation.score_coco_results(_RESULTS_JSON.value, _ANN.value, keypoint_set)
     print(format_coco_table(result.stats, result.box_source, title=f"COCO keypoints: "

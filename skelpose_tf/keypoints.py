@@ -29,7 +29,10 @@ hand = KeypointSet(
 
 or write the same fields as JSON (`KeypointSet.to_config()` shows the layout)
 and pass the file's path wherever a keypoint set is accepted
-(`get_keypoint_set("path/to/set.json")`).
+(`get_keypoint_set("path/to/set.json")`). Every field is checked when the set is
+loaded (`KeypointSet` lists the rules); an error names the file, the set and the
+field, e.g. `sets/hand.json: Keypoint set 'hand': oks_sigmas[2] (keypoint 'right')
+must be a finite number > 0 (...). Received: 0.0`.
 """
 
 from __future__ import annotations
@@ -44,17 +47,36 @@ import numpy as np
 LINK_KINDS = ("physical", "virtual")
 BODY_PARTS = ("upper", "lower")
 
+# The fields of a keypoint set's config / JSON file (`KeypointSet.to_config`).
+REQUIRED_FIELDS = ("name", "keypoint_names", "flip_pairs", "links", "oks_sigmas", "upper_body")
+OPTIONAL_FIELDS = ("joint_weights", "drawing_edges")
+LINK_FIELDS = ("a", "b", "kind", "part")
+
+
+def _is_index(value) -> bool:
+    """True for an integer (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    """True for an int or a float (Python or numpy), not a bool."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)))
+
 
 @dataclasses.dataclass(frozen=True)
 class SkeletalLink:
     """One skeletal heatmap: the segment between keypoints `a` and `b`.
 
     Args:
-        a: index of the first keypoint.
-        b: index of the second keypoint.
+        a: index of the first keypoint (an integer >= 0).
+        b: index of the second keypoint, different from `a`.
         kind: "physical" (a bone) or "virtual" (a left-right link).
         part: "upper" or "lower"; decides whether the link's map is summed
             into the upper-body or the lower-body attention map.
+
+    Raises:
+        ValueError: repeating the bad value (the keypoint set checks `a`, `b` < K).
     """
 
     a: int
@@ -63,6 +85,12 @@ class SkeletalLink:
     part: str
 
     def __post_init__(self):
+        for field in ("a", "b"):
+            value = getattr(self, field)
+            if not _is_index(value) or value < 0:
+                raise ValueError(f"SkeletalLink {field} must be a keypoint index (an integer "
+                                 f">= 0). Received: {field}={value!r}")
+            object.__setattr__(self, field, int(value))
         if self.kind not in LINK_KINDS:
             raise ValueError(
                 f"SkeletalLink kind must be one of {LINK_KINDS}. Received: kind={self.kind!r}"
@@ -79,16 +107,25 @@ class SkeletalLink:
 class KeypointSet:
     """Metadata of one keypoint set (see the module docstring for an example).
 
+    Every field is checked when the set is made (directly, from a config dict or from a JSON
+    file), so that a bad table fails at load time instead of giving wrong scores later: names
+    unique, indices in [0, K), flip pairs disjoint, OKS sigmas finite and > 0 (a sigma of 0
+    makes OKS 0/0), joint weights finite and >= 0 and not all 0. Lists are stored as tuples.
+
     Args:
         name: short identifier, e.g. "coco".
-        keypoint_names: K names, in the order of the heatmap channels.
-        flip_pairs: (left, right) index pairs swapped by a horizontal flip.
-        links: the S skeletal links, in the order of the skeletal heatmap channels.
-        oks_sigmas: K per-keypoint OKS constants (COCO's k_i).
+        keypoint_names: K unique names, in the order of the heatmap channels.
+        flip_pairs: (left, right) index pairs swapped by a horizontal flip; a keypoint is in
+            at most one pair.
+        links: the S `SkeletalLink`s, in the order of the skeletal heatmap channels.
+        oks_sigmas: K per-keypoint OKS constants (COCO's k_i), each finite and > 0.
         upper_body: indices of the upper-body keypoints (half-body augmentation).
-        joint_weights: optional K loss weights (1.0 each when omitted).
+        joint_weights: optional K loss weights, each finite and >= 0 (1.0 each when omitted).
         drawing_edges: index pairs drawn as the skeleton in pictures (defaults
             to the links of kind "physical").
+
+    Raises:
+        ValueError: naming the set, the field and the entry, and repeating the bad value.
     """
 
     name: str
@@ -101,47 +138,101 @@ class KeypointSet:
     drawing_edges: tuple | None = None
 
     def __post_init__(self):
-        k = len(self.keypoint_names)
-        if k == 0:
-            raise ValueError(f"Keypoint set {self.name!r} has no keypoints.")
-        if len(set(self.keypoint_names)) != k:
-            raise ValueError(f"Keypoint set {self.name!r} has duplicate keypoint names.")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"A keypoint set's name must be a non-empty string. Received: "
+                             f"name={self.name!r}")
+        names = self._sequence("keypoint_names")
+        if not names:
+            self._fail("keypoint_names is empty: a keypoint set needs at least one keypoint.")
+        for i, name in enumerate(names):
+            if not isinstance(name, str) or not name:
+                self._fail(f"keypoint_names[{i}] must be a non-empty string. Received: {name!r}")
+        repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+        if repeated:
+            self._fail(f"keypoint_names must be unique; {', '.join(map(repr, repeated))} "
+                       "appear(s) more than once.")
+        self._store("keypoint_names", names)
+        flip_pairs = self._pairs("flip_pairs")
         seen = set()
-        for pair in self.flip_pairs:
-            if len(pair) != 2:
-                raise ValueError(f"Keypoint set {self.name!r}: flip pair {pair} is not a pair.")
-            for i in pair:
-                self._check_index(i, "flip_pairs")
-                if i in seen:
-                    raise ValueError(
-                        f"Keypoint set {self.name!r}: keypoint {i} appears in two flip pairs."
-                    )
-                seen.add(i)
-        for link in self.links:
-            self._check_index(link.a, "links")
-            self._check_index(link.b, "links")
-        if len(self.oks_sigmas) != k:
-            raise ValueError(
-                f"Keypoint set {self.name!r}: oks_sigmas has {len(self.oks_sigmas)} values "
-                f"for {k} keypoints."
-            )
-        if self.joint_weights is not None and len(self.joint_weights) != k:
-            raise ValueError(
-                f"Keypoint set {self.name!r}: joint_weights has {len(self.joint_weights)} values "
-                f"for {k} keypoints."
-            )
-        for i in self.upper_body:
-            self._check_index(i, "upper_body")
-        for edge in self.drawing_edges or ():
-            for i in edge:
-                self._check_index(i, "drawing_edges")
+        for i, pair in enumerate(flip_pairs):
+            for index in pair:
+                if index in seen:
+                    self._fail(f"flip_pairs[{i}]: keypoint {index} ({names[index]!r}) appears "
+                               "in two flip pairs; each keypoint has at most one partner.")
+                seen.add(index)
+        self._store("flip_pairs", flip_pairs)
+        links = self._sequence("links")
+        for i, link in enumerate(links):
+            if not isinstance(link, SkeletalLink):
+                self._fail(f"links[{i}] must be a SkeletalLink. Received: {link!r}")
+            self._index(link.a, f"links[{i}] (a)")
+            self._index(link.b, f"links[{i}] (b)")
+        self._store("links", links)
+        self._store("oks_sigmas", self._numbers(
+            "oks_sigmas", positive=True, hint="the keypoint's OKS constant; COCO's are 0.025 to "
+            "0.107, and a sigma of 0 makes OKS undefined"))
+        if self.joint_weights is not None:
+            weights = self._numbers("joint_weights", positive=False, hint="a loss weight")
+            if not any(weights):
+                self._fail("joint_weights are all 0: no keypoint would be learned. Omit the "
+                           "field for weights of 1.")
+            self._store("joint_weights", weights)
+        upper_body = self._sequence("upper_body")
+        for i, index in enumerate(upper_body):
+            self._index(index, f"upper_body[{i}]")
+        self._store("upper_body", tuple(int(i) for i in upper_body))
+        if self.drawing_edges is not None:
+            self._store("drawing_edges", self._pairs("drawing_edges"))
 
-    def _check_index(self, index, field):
-        if not 0 <= int(index) < len(self.keypoint_names):
-            raise ValueError(
-                f"Keypoint set {self.name!r}: {field} refers to keypoint {index}, but there are "
-                f"only {len(self.keypoint_names)} keypoints."
-            )
+    # Validation helpers (used by __post_init__ only) -------------------------------------------
+    def _fail(self, message):
+        raise ValueError(f"Keypoint set {self.name!r}: {message}")
+
+    def _store(self, field, value):
+        object.__setattr__(self, field, value)
+
+    def _sequence(self, field) -> tuple:
+        value = getattr(self, field)
+        if isinstance(value, np.ndarray) and value.ndim:
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)):
+            self._fail(f"{field} must be a list. Received: {value!r}")
+        return tuple(value)
+
+    def _index(self, value, where) -> None:
+        k = len(self.keypoint_names)
+        if not _is_index(value) or not 0 <= value < k:
+            self._fail(f"{where} refers to keypoint {value!r}, but keypoint indices are the "
+                       f"integers 0 to {k - 1} ({k} keypoints).")
+
+    def _pairs(self, field) -> tuple:
+        """The field as a tuple of (a, b) int pairs of two different in-range keypoints."""
+        pairs = []
+        for i, pair in enumerate(self._sequence(field)):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                self._fail(f"{field}[{i}] must be a pair of keypoint indices [a, b]. "
+                           f"Received: {pair!r}")
+            for index in pair:
+                self._index(index, f"{field}[{i}]")
+            if pair[0] == pair[1]:
+                self._fail(f"{field}[{i}] must name two different keypoints. Received: {pair!r}")
+            pairs.append((int(pair[0]), int(pair[1])))
+        return tuple(pairs)
+
+    def _numbers(self, field, positive: bool, hint: str) -> tuple:
+        """The field as K Python floats, each finite and > 0 (`positive`) or >= 0."""
+        values = self._sequence(field)
+        k = len(self.keypoint_names)
+        if len(values) != k:
+            self._fail(f"{field} has {len(values)} values for {k} keypoints; give one per "
+                       "keypoint, in the order of keypoint_names.")
+        bound = "> 0" if positive else ">= 0"
+        for i, value in enumerate(values):
+            if (not _is_number(value) or not np.isfinite(value)
+                    or value < 0 or (positive and value == 0)):
+                self._fail(f"{field}[{i}] (keypoint {self.keypoint_names[i]!r}) must be a finite "
+                           f"number {bound} ({hint}). Received: {value!r}")
+        return tuple(float(v) for v in values)
 
     # Derived views ---------------------------------------------------------------------------
     @property
@@ -219,49 +310,82 @@ class KeypointSet:
         }
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], source: str = "config") -> "KeypointSet":
-        required = ("name", "keypoint_names", "flip_pairs", "links", "oks_sigmas", "upper_body")
-        missing = [key for key in required if key not in config]
-        if missing:
-            raise ValueError(f"Keypoint set in {source} is missing field(s): {', '.join(missing)}")
+    def from_config(cls, config: Mapping[str, Any], source: str | None = None) -> "KeypointSet":
+        """The set described by a `to_config()`-layout dict (e.g. a parsed JSON file).
+
+        Args:
+            config: {"name", "keypoint_names", "flip_pairs", "links": [{"a", "b", "kind",
+                "part"}], "oks_sigmas", "upper_body"} and optionally "joint_weights",
+                "drawing_edges"; no other fields (a misspelt optional field would otherwise be
+                ignored without a word).
+            source: where the config came from (a file path); it starts every error message.
+
+        Raises:
+            ValueError: a missing, unknown or invalid field, naming `source`, the set and the
+                field.
+        """
         try:
-            links = tuple(
-                SkeletalLink(int(l["a"]), int(l["b"]), str(l["kind"]), str(l["part"]))
-                for l in config["links"]
-            )
-        except (KeyError, TypeError) as error:
-            raise ValueError(
-                f"Keypoint set in {source}: each link needs fields a, b, kind, part ({error})"
-            ) from None
-        optional = lambda key: None if config.get(key) is None else tuple(config[key])
+            return cls._parse_config(config)
+        except ValueError as error:
+            if source is None:
+                raise
+            raise ValueError(f"{source}: {error}") from None
+
+    @classmethod
+    def _parse_config(cls, config) -> "KeypointSet":
+        if not isinstance(config, Mapping):
+            raise ValueError(f"A keypoint set must be a JSON object with the fields "
+                             f"{', '.join(REQUIRED_FIELDS)}. Received a {type(config).__name__}.")
+        missing = [key for key in REQUIRED_FIELDS if key not in config]
+        if missing:
+            raise ValueError(f"Keypoint set is missing field(s): {', '.join(missing)} "
+                             "(KeypointSet.to_config() shows the layout).")
+        unknown = [str(key) for key in config if key not in REQUIRED_FIELDS + OPTIONAL_FIELDS]
+        if unknown:
+            raise ValueError(f"Keypoint set {config['name']!r} has unknown field(s) "
+                             f"{', '.join(unknown)}; the fields are "
+                             f"{', '.join(REQUIRED_FIELDS + OPTIONAL_FIELDS)}.")
+        links = config["links"]
+        if not isinstance(links, (list, tuple)):
+            raise ValueError(f"Keypoint set {config['name']!r}: links must be a list of objects "
+                             f"{{a, b, kind, part}}. Received: {links!r}")
+        parsed = []
+        for i, link in enumerate(links):
+            if not isinstance(link, Mapping) or set(link) != set(LINK_FIELDS):
+                raise ValueError(f"Keypoint set {config['name']!r}: links[{i}] must be an object "
+                                 f"with exactly the fields a, b, kind, part. Received: {link!r}")
+            try:
+                parsed.append(SkeletalLink(*(link[key] for key in LINK_FIELDS)))
+            except ValueError as error:
+                raise ValueError(f"Keypoint set {config['name']!r}: links[{i}]: {error}") from None
+        # Every value is checked (and lists made tuples) by __post_init__.
         return cls(
-            name=str(config["name"]),
-            keypoint_names=tuple(str(n) for n in config["keypoint_names"]),
-            flip_pairs=tuple(tuple(int(i) for i in p) for p in config["flip_pairs"]),
-            links=links,
-            oks_sigmas=tuple(float(s) for s in config["oks_sigmas"]),
-            upper_body=tuple(int(i) for i in config["upper_body"]),
-            joint_weights=optional("joint_weights"),
-            drawing_edges=(
-                None
-                if config.get("drawing_edges") is None
-                else tuple(tuple(int(i) for i in e) for e in config["drawing_edges"])
-            ),
+            name=config["name"],
+            keypoint_names=config["keypoint_names"],
+            flip_pairs=config["flip_pairs"],
+            links=tuple(parsed),
+            oks_sigmas=config["oks_sigmas"],
+            upper_body=config["upper_body"],
+            joint_weights=config.get("joint_weights"),
+            drawing_edges=config.get("drawing_edges"),
         )
 
     @classmethod
     def from_json(cls, path: str) -> "KeypointSet":
+        """The set in a JSON file of the `to_config()` layout; errors start with `path`."""
         try:
             with open(path) as f:
                 config = json.load(f)
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"Cannot read keypoint set file {path}: {error}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"Cannot read keypoint set file {path}: {error}. It must be a JSON "
+                             "object of the KeypointSet.to_config() layout.") from None
         return cls.from_config(config, source=path)
 
 
 def _links_by_name(names: Sequence[str], table: Sequence[tuple]) -> tuple:
     """Build SkeletalLinks from (name_a, name_b, kind, part) rows."""
-    return tuple(SkeletalLink(names.index(a), names.index(b), kind, part) for a, b, kind, part in table)
+    return tuple(SkeletalLink(names.index(a), names.index(b), kind, part)
+                 for a, b, kind, part in table)
 
 
 # The 16 links of docs/design.md section 1 (paper Fig. 3b), by keypoint name so that COCO and MPII

@@ -49,6 +49,7 @@ from skelpose_tf.evaluation.coco_metric import (
     evaluate_results_file,
     keypoint_category,
     load_coco_ground_truth,
+    load_coco_results,
 )
 from skelpose_tf.evaluation.mpii_pckh import (
     EXCLUDED_FROM_MEAN,
@@ -247,20 +248,21 @@ def score_coco_results(results_file, annotation_file, keypoint_set,
                        box_source="not known (an existing results file was scored)"):
     """Score an existing COCO keypoint results JSON with pycocotools (no model involved).
 
+    Both files are read and checked before pycocotools sees them: the annotation file first
+    (`load_coco_ground_truth`), then the results against it (`evaluate_results_file`).
+
     Raises:
-        ValueError: results for images the annotation file does not have, a keypoint count
-            other than the keypoint set's, or an unreadable file.
+        ValueError: an unreadable or invalid file (naming it, the record and the field),
+            duplicate ids in the annotation file, results for images it does not have, of
+            another category, or with a keypoint count other than the keypoint set's.
     """
     metric = CocoKeypointMetric(annotation_file, keypoint_set, box_source)
-    try:
-        with open(results_file) as f:
-            num_results = len(json.load(f))
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"Cannot read the results file {results_file}: {error}") from None
+    results = load_coco_results(results_file)
     stats, summary = evaluate_results_file(metric.coco_gt, results_file, keypoint_set.oks_sigmas,
-                                           metric.category_id, source=annotation_file)
-    return CocoKeypointResult(stats, box_source, results_file, annotation_file, num_results,
-                              num_results, len(metric.coco_gt.getImgIds()), summary)
+                                           metric.category_id, source=annotation_file,
+                                           results=results)
+    return CocoKeypointResult(stats, box_source, results_file, annotation_file, len(results),
+                              len(results), len(metric.coco_gt.getImgIds()), summary)
 
 
 def _check_mpii_keypoints(keypoint_set) -> None:

@@ -1,6 +1,10 @@
-"""COCO keypoint metric: rescoring, OKS-NMS, results JSON and pycocotools scores."""
+"""COCO keypoint metric: rescoring, OKS-NMS, results JSON, pycocotools scores, and the checks of
+annotation and results files before pycocotools reads them."""
 
+import contextlib
+import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -226,3 +230,178 @@ def test_non_finite_keypoints_are_rejected(gt_file):
     keypoints[0, 3, 0] = np.nan
     with pytest.raises(ValueError, match="keypoints holds non-finite"):
         metric.add([11], keypoints, np.ones((1, 17)), [1.0], [100.0])
+
+
+# Files checked before pycocotools sees them ------------------------------------------------------
+def _rewrite(path, change, name="changed.json"):
+    """A copy of the JSON file at `path` next to it, after `change(data)`; returns its path."""
+    with open(path) as f:
+        data = json.load(f)
+    change(data)
+    changed = str(path).rsplit("/", 1)[0] + "/" + name
+    with open(changed, "w") as f:
+        json.dump(data, f)
+    return changed
+
+
+def _set(record, **fields):
+    record.update(fields)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.pop("categories"), r": field 'categories' must be a list of objects .*Received "
+                                    r"nothing"),
+    (lambda d: d.update(annotations={"1": d["annotations"][0]}),
+     r": field 'annotations' must be a list of objects .*Received a JSON object"),
+    (lambda d: d["annotations"].append([1, 2]), r" annotation #4 must be a JSON object"),
+    (lambda d: d["annotations"][0].pop("image_id"),
+     r" annotation id 1 has no field 'image_id' \(an integer\)"),
+    (lambda d: _set(d["annotations"][1], image_id=99),
+     r" annotation id 2 field 'image_id' is 99, which is not an id of 'images'"),
+    (lambda d: _set(d["annotations"][1], image_id="42"),
+     r" annotation id 2 field 'image_id' must be an integer. Received: '42'"),
+    (lambda d: _set(d["annotations"][2], category_id=3),
+     r" annotation id 3 field 'category_id' is 3, which is not an id of 'categories' \(1\)"),
+    (lambda d: d["annotations"][0]["keypoints"].pop(),
+     r" annotation id 1 field 'keypoints' must hold 51 numbers .*Received 50"),
+    (lambda d: d["annotations"][0]["keypoints"].__setitem__(4, "12"),
+     r" annotation id 1 field 'keypoints'\[4\] must be a finite number. Received: '12'"),
+    (lambda d: d["annotations"][0]["keypoints"].__setitem__(4, float("nan")),
+     r" annotation id 1 field 'keypoints'\[4\] must be a finite number. Received: nan"),
+    (lambda d: d["annotations"][0]["keypoints"].__setitem__(5, 3),
+     r" annotation id 1 field 'keypoints': every third value .* must be 0, 1 or 2"),
+    (lambda d: d["annotations"][3].pop("bbox"), r" annotation id 4 has no field 'bbox'"),
+    (lambda d: _set(d["annotations"][3], bbox=[0, 0, -5, 10]),
+     r" annotation id 4 field 'bbox' must be \[x, y, width, height\] with width and height >= 0"),
+    (lambda d: d["annotations"][3].pop("iscrowd"),
+     r" annotation id 4 field 'iscrowd' must be 0 or 1 \(pycocotools needs it\). Received: None"),
+    (lambda d: d["annotations"][3].pop("num_keypoints"),
+     r" annotation id 4 has no field 'num_keypoints'"),
+    (lambda d: _set(d["annotations"][3], area=0), r" annotation id 4 has labelled keypoints but "
+                                                  r"'area' 0: OKS divides by the area"),
+    (lambda d: _set(d["images"][1], id="42"),
+     r" image #1 field 'id' must be an integer. Received: '42'"),
+    (lambda d: _set(d["categories"][0], keypoints="nose,eyes"),
+     r" category #0 \(id 1\) field 'keypoints' must be a list of keypoint names"),
+])
+def test_a_bad_annotation_file_names_the_file_record_and_field(gt_file, change, message):
+    bad = _rewrite(gt_file, change)
+    with pytest.raises(ValueError, match="^" + re.escape(bad) + message):
+        coco_metric.load_coco_ground_truth(bad)
+    with pytest.raises(ValueError, match=re.escape(bad)):
+        CocoKeypointMetric(bad, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+
+
+def test_unreadable_annotation_files_are_named(tmp_path, gt_file):
+    truncated = tmp_path / "truncated.json"
+    with open(gt_file) as f:
+        truncated.write_text(f.read()[:300])
+    with pytest.raises(ValueError, match=f"COCO annotation file {re.escape(str(truncated))} is "
+                                         "not valid JSON .*truncated"):
+        coco_metric.load_coco_ground_truth(str(truncated))
+    listed = tmp_path / "list.json"
+    listed.write_text("[]")
+    with pytest.raises(ValueError, match=f"{re.escape(str(listed))}: a COCO annotation file must "
+                                         "be a JSON object .*Received a list"):
+        coco_metric.load_coco_ground_truth(str(listed))
+    with pytest.raises(ValueError, match="COCO annotation file not found: .*nowhere.json"):
+        coco_metric.load_coco_ground_truth(str(tmp_path / "nowhere.json"))
+
+
+@pytest.mark.parametrize("change, message", [
+    # Annotation ids 1 and 3 become 2 (one of them is in image 42 with another person 2).
+    (lambda d: [_set(d["annotations"][i], id=2) for i in (0, 2)],
+     r"1 annotation id\(s\) occur more than once: 2\. Give every annotation its own id"),
+    (lambda d: _set(d["images"][2], id=11),
+     r"1 image id\(s\) occur more than once: 11\. Give every image its own id"),
+    (lambda d: d["categories"].append(dict(d["categories"][0])),
+     r"1 category id\(s\) occur more than once: 1\."),
+])
+def test_duplicate_ids_are_refused_with_the_first_ones_named(gt_file, tmp_path, change, message):
+    bad = _rewrite(gt_file, change)
+    with pytest.raises(ValueError, match="^" + re.escape(bad) + ": " + message):
+        coco_metric.load_coco_ground_truth(bad)
+
+
+def test_duplicate_annotation_ids_would_silently_lower_pycocotools_scores(gt_file, tmp_path):
+    """Why duplicates are refused: pycocotools' index keeps one annotation per id, so perfect
+    predictions of a file with duplicate ids score below 1."""
+    image_ids, keypoints, _ = _gt_predictions(gt_file)
+    results = [{"image_id": int(i), "category_id": 1, "score": 1.0,
+                "keypoints": [float(v) for p in k for v in (*p, 1.0)]}
+               for i, k in zip(image_ids, keypoints)]  # fmt: skip
+    results_file = str(tmp_path / "perfect.json")
+    with open(results_file, "w") as f:
+        json.dump(results, f)
+    assert pycocotools_stats(gt_file, results_file)[0] == pytest.approx(1.0)
+    duplicated = _rewrite(gt_file, lambda d: _set(d["annotations"][2], id=2))
+    assert pycocotools_stats(duplicated, results_file)[0] < 0.9
+    with pytest.raises(ValueError, match="annotation id.* occur more than once: 2"):
+        CocoKeypointMetric(duplicated, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+    # A COCO object made by pycocotools itself is checked too.
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        loaded = COCO(duplicated)
+    with pytest.raises(ValueError, match=r"<COCO object>: 1 annotation id\(s\) occur more"):
+        CocoKeypointMetric(loaded, COCO_SET, box_source=GROUND_TRUTH_BOXES)
+
+
+def _results_file(tmp_path, results, name="results.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(results))
+    return str(path)
+
+
+def _result(image_id=11, **fields):
+    return {"image_id": image_id, "category_id": 1, "keypoints": [10.0, 20.0, 0.9] * 17,
+            "score": 0.8, **fields}
+
+
+@pytest.mark.parametrize("results, message", [
+    ({"image_id": 11}, r": a COCO results file must be a non-empty JSON list .*Received a JSON "
+                       r"object"),
+    ([], r": a COCO results file must be a non-empty JSON list .*Received an empty list"),
+    ([_result(), "x"], r" result #1 must be a JSON object"),
+    ([{"category_id": 1, "keypoints": [0.0] * 51, "score": 1.0}],
+     r" result #0 has no field 'image_id' \(an integer\)"),
+    ([_result(), _result(category_id=2)],
+     r" result #1 \(image id 11\) field 'category_id' is 2, but the keypoint category of "
+     r".*gt.json is 1"),
+    ([_result(keypoints=[10.0, None, 0.9] * 17)],
+     r" result #0 \(image id 11\) field 'keypoints'\[1\] must be a finite number. Received: None"),
+    ([_result(keypoints=[float("inf"), 1.0, 0.9] * 17)],
+     r" result #0 \(image id 11\) field 'keypoints'\[0\] must be a finite number"),
+    ([_result(score="0.8")], r" result #0 \(image id 11\) field 'score' must be a finite number"),
+    ([{k: v for k, v in _result().items() if k != "score"}],
+     r" result #0 \(image id 11\) field 'score' must be a finite number .*Received: None"),
+    ([_result(bbox=[0, 0, 5, 5]), _result(7)],
+     r" result #1 \(image id 7\) has no field 'bbox'"),
+    ([_result(), _result(7, keypoints=[0.0] * 48)],
+     r": 1 result\(s\) do not hold 51 keypoint values .*e.g. result #1 \(image id 7\)"),
+    ([_result(99), _result(500), _result(7)],
+     r": predictions for 2 image id\(s\) that are not in the annotation file .*gt.json: 99, 500"),
+])
+def test_a_bad_results_file_names_the_file_result_and_field(gt_file, tmp_path, results, message):
+    path = _results_file(tmp_path, results)
+    coco_gt = coco_metric.load_coco_ground_truth(gt_file)
+    with pytest.raises(ValueError, match="^" + re.escape(path) + message):
+        coco_metric.evaluate_results_file(coco_gt, path, COCO_SET.oks_sigmas, 1, source=gt_file)
+
+
+def test_a_valid_results_file_scores_exactly_as_pycocotools(gt_file, tmp_path):
+    image_ids, keypoints, _ = _gt_predictions(gt_file)
+    rng = np.random.default_rng(1)
+    results = [{"image_id": int(i), "category_id": 1, "score": float(rng.uniform(0.2, 1.0)),
+                "keypoints": [float(v) for p in k + rng.normal(0, 4.0, k.shape)
+                              for v in (*p, 1.0)]}
+               for i, k in zip(image_ids, keypoints)]  # fmt: skip
+    results.append(dict(results[0], image_id=7, score=0.3))  # a false positive
+    path = _results_file(tmp_path, results)
+    coco_gt = coco_metric.load_coco_ground_truth(gt_file)
+    stats, _ = coco_metric.evaluate_results_file(coco_gt, path, COCO_SET.oks_sigmas, 1)
+    direct = pycocotools_stats(gt_file, path)
+    np.testing.assert_allclose([stats[n] for n in COCO_STAT_NAMES], direct, atol=1e-12)
+    assert 0.0 < stats["AP"] < 1.0
+    with open(path) as f:
+        assert json.load(f) == results  # pycocotools' loadRes changed copies only

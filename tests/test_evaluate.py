@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -178,6 +179,43 @@ def test_a_results_file_for_other_images_is_refused(dots, tmp_path):
     assert completed.returncode == 1
     assert "999" in completed.stderr and "another split or data set" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def _broken_annotations(ann, tmp_path, kind):
+    """A copy of the annotation file `ann` broken in one way; returns its path."""
+    with open(ann) as f:
+        data = json.load(f)
+    if kind == "annotations object":  # was a TypeError inside pycocotools
+        data["annotations"] = {str(a["id"]): a for a in data["annotations"]}
+    elif kind == "no image_id":  # was KeyError: 'image_id'
+        del data["annotations"][1]["image_id"]
+    elif kind == "duplicate image ids":  # was a silently lower AP
+        data["images"][1]["id"] = data["images"][0]["id"]
+    path = str(tmp_path / f"{kind.replace(' ', '_')}.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("annotations object", "field 'annotations' must be a list of objects"),
+    ("no image_id", "annotation id 11 has no field 'image_id'"),
+    ("duplicate image ids", r"1 image id\(s\) occur more than once: 1\."),
+])
+def test_a_bad_annotation_file_for_a_results_file_is_one_line_and_status_1(dots, tmp_path, kind,
+                                                                           message):
+    results = str(tmp_path / "results.json")
+    with open(results, "w") as f:
+        json.dump([{"image_id": 1, "category_id": 1, "score": 1.0,
+                    "keypoints": [10.0, 10.0, 1.0] * 3}], f)
+    bad = _broken_annotations(dots["ann"], tmp_path, kind)
+    completed = run_script("evaluate.py", f"--results_json={results}", f"--ann={bad}",
+                           f"--keypoint_set={dots['keypoint_set']}")
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr
+    (line,) = [line for line in completed.stderr.splitlines() if "evaluate.py: error:" in line]
+    assert re.search(f"evaluate.py: error: {re.escape(bad)}.*{message}", line), line
+    assert completed.stdout == ""
 
 
 def test_weights_of_another_keypoint_set_are_refused_before_inference(

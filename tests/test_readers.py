@@ -131,6 +131,16 @@ def _rewrite(path, change):
     (lambda d: d.pop("annotations"), r"the file has no field 'annotations'"),
     (lambda d: d["annotations"][0].update(iscrowd="no"), r"'iscrowd' must be 0 or 1"),
     (lambda d: d["annotations"][0].update(area=None), r"'area' must be a number"),
+    # Duplicate ids are refused, not renumbered (the image table would keep the last image).
+    (lambda d: d["images"][2].update(id=2), r"1 image id\(s\) occur more than once: 2\. Give "
+                                            r"every image its own id"),
+    (lambda d: d["annotations"][1].update(id=101),
+     r"1 annotation id\(s\) occur more than once: 101\."),
+    (lambda d: d["categories"][1].update(id=1), r"1 category id\(s\) occur more than once: 1\."),
+    (lambda d: d["categories"][0].update(name="human") or d["categories"][1].update(keypoints=[]),
+     r"cannot tell which category holds the people .*: name exactly one category 'person'"),
+    (lambda d: d["categories"][0].update(keypoints="nose"),
+     r"category id 1 field 'keypoints' must be a list of keypoint names"),
 ])
 def test_coco_schema_errors_name_the_file_and_record(coco_files, change, message):
     path, image_dir = coco_files
@@ -146,7 +156,8 @@ def test_coco_unreadable_json_and_wrong_keypoint_set(coco_files, tmp_path):
     broken.write_text('{"images": [')
     with pytest.raises(ValueError, match=f"Cannot read JSON file {broken}"):
         coco.read_coco_keypoints(str(broken), image_dir, "coco", (256, 192))
-    with pytest.raises(ValueError, match="lists 17 keypoints, but the keypoint set 'mpii' has 16"):
+    with pytest.raises(ValueError, match="lists 17 keypoints, but the keypoint set 'mpii' has 16: "
+                                         "use the keypoint set of the annotations"):
         coco.read_coco_keypoints(path, image_dir, "mpii", (256, 192))
 
 

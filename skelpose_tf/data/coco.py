@@ -15,10 +15,12 @@ Both follow the official HRNet code (`lib/dataset/coco.py`):
 Any COCO-format keypoint file works with a custom `keypoint_set`; the keypoint count of the
 category and of every annotation is checked against it.
 
-Bad input: a file that is not valid JSON, or a record with a missing field or a wrong type,
-raises a `ValueError` naming the file and the record. A zero-area box, a missing image file, a
-labelled keypoint outside the image (made unlabelled), an image without people, crowd boxes and
-instances without labelled keypoints are counted in the `SkipReport` and logged.
+Bad input: a file that is not valid JSON, a record with a missing field or a wrong type, or
+two images, annotations or categories with one id, raises a `ValueError` naming the file and the
+record (duplicate ids are refused, not renumbered: renumbering would silently change which image
+an annotation belongs to). A zero-area box, a missing image file, a labelled keypoint outside the
+image (made unlabelled), an image without people, crowd boxes and instances without labelled
+keypoints are counted in the `SkipReport` and logged.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ import numpy as np
 from skelpose_tf.data.records import (PersonRecord, SkipReport, as_float32,
                                       unlabel_outside_image)
 from skelpose_tf.data.transforms import box_to_center_scale, input_aspect_ratio
+from skelpose_tf.evaluation.coco_files import refuse_duplicates
 from skelpose_tf.keypoints import get_keypoint_set
+
 
 def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
                         require_keypoints=True, padding=1.25, category_id=None,
@@ -67,6 +71,9 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
     images = _read_images(data, annotation_file, image_dir)
     person_id = _person_category(data, annotation_file, keypoint_set, category_id)
     annotations = _field(data, "annotations", list, "the file", annotation_file)
+    refuse_duplicates([a.get("id") for a in annotations
+                       if isinstance(a, dict) and isinstance(a.get("id"), int)],
+                      annotation_file, "annotation")
     num_keypoints = keypoint_set.num_keypoints
     records = []
     images_with_people = set()
@@ -217,7 +224,8 @@ def _read_images(data, path, image_dir) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object with 'images' and 'annotations'.")
     images = {}
-    for position, image in enumerate(_field(data, "images", list, "the file", path)):
+    table = _field(data, "images", list, "the file", path)
+    for position, image in enumerate(table):
         where = f"{path} image #{position}"
         if not isinstance(image, dict):
             raise ValueError(f"{where} must be an object. Received: {image!r}")
@@ -229,6 +237,7 @@ def _read_images(data, path, image_dir) -> dict:
             raise ValueError(f"{where} must have a positive height and width. Received: "
                              f"height={size[0]}, width={size[1]}")
         images[image_id] = (os.path.join(image_dir, file_name), size)
+    refuse_duplicates([image["id"] for image in table], path, "image")
     return images
 
 
@@ -240,6 +249,7 @@ def _person_category(data, path, keypoint_set, category_id) -> int:
             raise ValueError(f"{path} category #{position} must be an object. Received: "
                              f"{category!r}")
         _field(category, "id", int, f"{path} category #{position}", path)
+    refuse_duplicates([c["id"] for c in categories], path, "category")
     if category_id is None:
         chosen = [c for c in categories if c.get("name") == "person"]
         if not chosen:
@@ -247,18 +257,22 @@ def _person_category(data, path, keypoint_set, category_id) -> int:
         if len(chosen) != 1:
             names = [(c["id"], c.get("name")) for c in categories]
             raise ValueError(f"{path}: cannot tell which category holds the people among "
-                             f"(id, name) {names}; pass category_id.")
+                             f"(id, name) {names}: name exactly one category 'person', or list "
+                             "the keypoint names ('keypoints') in exactly one category.")
     else:
         chosen = [c for c in categories if c["id"] == category_id]
         if not chosen:
             raise ValueError(f"{path} has no category with id {category_id}.")
     category = chosen[0]
     names = category.get("keypoints")
+    if names is not None and not isinstance(names, list):
+        raise ValueError(f"{path} category id {category['id']} field 'keypoints' must be a list "
+                         f"of keypoint names. Received: {names!r}")
     if names is not None and len(names) != keypoint_set.num_keypoints:
         raise ValueError(
             f"{path}: category {category.get('name')!r} lists {len(names)} keypoints, but the "
-            f"keypoint set {keypoint_set.name!r} has {keypoint_set.num_keypoints}. Pass the "
-            "matching keypoint_set."
+            f"keypoint set {keypoint_set.name!r} has {keypoint_set.num_keypoints}: use the "
+            "keypoint set of the annotations (--keypoint_set: coco, mpii or a JSON file)."
         )
     return category["id"]
 

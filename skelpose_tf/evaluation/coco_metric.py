@@ -12,7 +12,10 @@ annotations) and does what `lib/dataset/coco.py::evaluate` of the official HRNet
    NMS returns nothing" fallback can never trigger.
 3. The COCO results JSON: a list of {"image_id", "category_id", "keypoints": 3K floats
    (x, y, score per keypoint), "score"} plus "center" and "scale" when given.
-4. pycocotools: `COCOeval(coco_gt, coco_gt.loadRes(results_file), "keypoints")` with
+4. pycocotools, after `coco_files` has checked the annotation file (duplicate ids refused) and
+   the results (image ids, category, keypoint count, finite numbers), so that bad input is a
+   one-line `ValueError` naming the file instead of a traceback or a wrong score:
+   `COCOeval(coco_gt, coco_gt.loadRes(results), "keypoints")` with
    `params.useSegm = None`, `params.kpt_oks_sigmas` set to the keypoint set's sigmas (equal to
    pycocotools' default for COCO, needed for custom sets) and `params.catIds` set to the
    keypoint category, then evaluate / accumulate / summarize. pycocotools' printing is
@@ -41,6 +44,7 @@ import os
 
 import numpy as np
 
+from skelpose_tf.evaluation import coco_files
 from skelpose_tf.evaluation import nms
 from skelpose_tf.evaluation import report
 
@@ -54,9 +58,6 @@ COCO_STAT_NAMES = (
 # Official HRNet TEST.IN_VIS_THRE and TEST.OKS_THRE.
 KEYPOINT_SCORE_THRESHOLD = 0.2
 OKS_NMS_THRESHOLD = 0.9
-
-_MAX_NAMED_IDS = 5
-
 
 def detector_box_source(path: str) -> str:
     """The `box_source` text for person boxes read from a detection file."""
@@ -86,13 +87,28 @@ def rescore_instances(
 
 
 def load_coco_ground_truth(annotation_file: str):
-    """A pycocotools `COCO` for an annotation file, with pycocotools' printing silenced."""
+    """A pycocotools `COCO` of an annotation file, checked first, with pycocotools' printing
+    silenced.
+
+    Raises:
+        ValueError: a missing, unreadable or invalid file (`coco_files.check_ground_truth`:
+            naming the file, the record and the field), or duplicate image / annotation ids
+            (pycocotools would silently keep one of each).
+    """
+    data = coco_files.load_json(annotation_file, "COCO annotation file")
+    coco_files.check_ground_truth(data, annotation_file)
+    return _coco_of(data)
+
+
+def _coco_of(dataset):
+    """A pycocotools `COCO` indexing an already checked, parsed annotation file."""
     from pycocotools.coco import COCO
 
-    if not os.path.exists(annotation_file):
-        raise ValueError(f"COCO annotation file not found: {annotation_file}")
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(annotation_file)
+        coco_gt = COCO()
+        coco_gt.dataset = dataset
+        coco_gt.createIndex()
+    return coco_gt
 
 
 def keypoint_category(coco_gt, source: str):
@@ -109,7 +125,8 @@ def keypoint_category(coco_gt, source: str):
             return int(categories[0]["id"]), len(annotations[0]["keypoints"]) // 3
     names = [f"{c.get('id')}:{c.get('name')}" for c in categories]
     raise ValueError(
-        f"{source}: expected exactly one category with keypoints, found categories {names}."
+        f"{source}: expected exactly one category with keypoints, found categories {names}: "
+        "list the keypoint names ('keypoints') in the one category that holds the people."
     )
 
 
@@ -117,18 +134,32 @@ def _check_image_ids(image_ids, coco_gt, source: str, what: str = "Predictions f
     known = set(coco_gt.getImgIds())
     unknown = sorted({int(i) for i in image_ids} - known)
     if unknown:
-        shown = ", ".join(str(i) for i in unknown[:_MAX_NAMED_IDS])
-        more = f" and {len(unknown) - _MAX_NAMED_IDS} more" if len(unknown) > _MAX_NAMED_IDS else ""
         raise ValueError(
             f"{what} {len(unknown)} image id(s) that are not in the annotation file "
-            f"{source}: {shown}{more}. Are the predictions for another split or data set?"
+            f"{source}: {coco_files.name_some(unknown)}. Are the predictions for another split "
+            "or data set?"
         )
 
 
+def load_coco_results(results_file: str) -> list:
+    """The parsed results JSON (checked against the ground truth by `evaluate_results_file`).
+
+    Raises:
+        ValueError: a missing, unreadable or invalid JSON file, naming it.
+    """
+    return coco_files.load_json(results_file, "COCO results file")
+
+
 def evaluate_results_file(
-    coco_gt, results_file: str, oks_sigmas, category_id: int, image_ids=None, source: str = ""
+    coco_gt, results_file: str, oks_sigmas, category_id: int, image_ids=None, source: str = "",
+    results=None,
 ):
-    """Score a COCO keypoint results JSON with pycocotools.
+    """Score a COCO keypoint results JSON with pycocotools, after checking it.
+
+    The results are checked against the ground truth first (`coco_files.check_results`: image
+    ids of the annotation file, the keypoint category, 3K finite keypoint values and a finite
+    score per result), so that pycocotools neither fails with a bare traceback nor ignores
+    results of another category without a word.
 
     Args:
         coco_gt: a pycocotools `COCO` of the ground truth.
@@ -139,6 +170,8 @@ def evaluate_results_file(
             file (as the official code: images without predictions count their people as
             missed).
         source: the annotation file's name, for error messages.
+        results: the file's parsed content when the caller has it (`load_coco_results`), to
+            read it once; None reads `results_file`.
 
     Returns:
         (stats, summary_lines): a dict from `COCO_STAT_NAMES` to floats in [0, 1] (-1 where
@@ -147,21 +180,14 @@ def evaluate_results_file(
     """
     from pycocotools.cocoeval import COCOeval
 
-    with open(results_file) as f:
-        results = json.load(f)
-    if not isinstance(results, list) or not results:
-        raise ValueError(f"{results_file}: expected a non-empty list of per-person results.")
-    expected = 3 * len(oks_sigmas)
-    wrong = [r.get("image_id") for r in results if len(r.get("keypoints", ())) != expected]
-    if wrong:
-        raise ValueError(
-            f"{results_file}: {len(wrong)} result(s) do not hold {expected} keypoint values "
-            f"(x, y, score for {len(oks_sigmas)} keypoints), e.g. for image id {wrong[0]}."
-        )
-    _check_image_ids([r["image_id"] for r in results], coco_gt, source)
+    if results is None:
+        results = load_coco_results(results_file)
+    coco_files.check_results(results, results_file, set(coco_gt.getImgIds()), int(category_id),
+                             len(oks_sigmas), source or "the annotation file")
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
-        coco_dt = coco_gt.loadRes(results_file)
+        # loadRes adds fields to each result: give it copies.
+        coco_dt = coco_gt.loadRes([dict(result) for result in results])
         coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
         coco_eval.params.useSegm = None
         coco_eval.params.kpt_oks_sigmas = np.asarray(oks_sigmas, np.float64)
@@ -244,6 +270,7 @@ class CocoKeypointMetric:
         else:
             self.annotation_file = "<COCO object>"
             self.coco_gt = annotation_file
+            coco_files.check_ground_truth(self.coco_gt.dataset, self.annotation_file)
         self.keypoint_set = keypoint_set
         self.box_source = box_source
         self.oks_nms_threshold = float(oks_nms_threshold)
@@ -252,7 +279,9 @@ class CocoKeypointMetric:
         if num_keypoints != keypoint_set.num_keypoints:
             raise ValueError(
                 f"Keypoint set {keypoint_set.name!r} has {keypoint_set.num_keypoints} keypoints, "
-                f"but the annotation file {self.annotation_file} has {num_keypoints}."
+                f"but the annotation file {self.annotation_file} has {num_keypoints}: pass the "
+                "keypoint set of the annotations (a built-in name or a JSON file; evaluate.py "
+                "--keypoint_set)."
             )
         self.reset()
 
@@ -376,6 +405,7 @@ class CocoKeypointMetric:
             self.category_id,
             image_ids=image_ids,
             source=self.annotation_file,
+            results=results,
         )
         num_images = len(self.coco_gt.getImgIds()) if image_ids is None else len(set(image_ids))
         return CocoKeypointResult(
