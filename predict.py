@@ -9,6 +9,11 @@ whole image as one person box, and the output says so. Writes into --out_dir:
 `predictions.json` (keypoints in original-image pixels), `<image>_pose.png` and, with
 --show_maps, `<image>_person<i>_maps.png` (skeletal heatmaps, upper/lower/full-body attention
 and keypoint heatmaps over the input crop, as the paper's Fig. 1-2).
+
+In a folder, an image that cannot be read (truncated, corrupt) is skipped: the others are
+predicted and written, the skipped ones are printed and listed under "skipped" in
+predictions.json (exit status 0; 1 with one line when no image could be read). A single image
+given by name must be readable.
 """
 
 import os
@@ -18,7 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags, logging  # noqa: E402
 
-from skelpose_tf import cli, model_flags, image_prediction  # noqa: E402
+from skelpose_tf import cli, image_prediction, model_flags  # noqa: E402
+from skelpose_tf.data.records import SkipReport  # noqa: E402
 from skelpose_tf.model_loading import describe_model, resolve_checkpoint  # noqa: E402
 
 _WEIGHTS = model_flags.define_weights_flag()
@@ -42,20 +48,34 @@ def _predict():
     network, checkpoint = model_flags.load_model(_WEIGHTS.value)
     print(f"model: {describe_model(network)} from {checkpoint}", flush=True)
     flip_test = model_flags.value("flip_test")
+    # A folder: a bad file is a counted skip; an image named explicitly must be readable.
+    skipped = [] if os.path.isdir(_IMAGE.value) else None
     predictions = image_prediction.predict_images(
         network, images, boxes, _BOXES.value, flip_test=flip_test,
-        batch_size=_BATCH_SIZE.value, keep_maps=_SHOW_MAPS.value)
+        batch_size=_BATCH_SIZE.value, keep_maps=_SHOW_MAPS.value, skipped=skipped)
+    skipped = skipped or []
+    if not predictions:
+        report = SkipReport(log_limit=0)
+        for entry in skipped:
+            report.skip(entry["reason"], entry["image"])
+        raise cli.UserError(f"None of the {len(images)} images in {_IMAGE.value} could be "
+                            f"read; nothing written ({report.one_line()}).")
     payload = image_prediction.write_outputs(
         predictions, network, _OUT_DIR.value, weights=checkpoint, flip_test=flip_test,
-        show_maps=_SHOW_MAPS.value, threshold=_THRESHOLD.value)
+        show_maps=_SHOW_MAPS.value, threshold=_THRESHOLD.value, skipped=skipped)
     for entry in payload["images"]:
         people = len(entry["people"])
         print(f"{entry['image']}: {people} {'person' if people == 1 else 'people'} "
               f"(person boxes: {entry['box_source']}) -> {entry['drawing']}"
               + (f" + {len(entry['maps'])} maps panel(s)" if "maps" in entry else ""))
+    for entry in skipped:
+        print(f"{entry['image']}: skipped ({entry['reason']})")
     if _SHOW_MAPS.value and not network.skeletal_attention:
         print("note: the model has no skeletal attention module; the maps panels show the "
               "keypoint heatmaps only")
+    print(f"images: {len(predictions)} of {len(images)} predicted"
+          + (f", {len(skipped)} skipped (listed under 'skipped' in predictions.json)"
+             if skipped else ""))
     print(f"keypoints: {os.path.join(_OUT_DIR.value, 'predictions.json')}")
 
 

@@ -22,6 +22,11 @@ over keypoints, flip-averaged with the flip test), all over the crop. They are d
 crops and maps of the prediction's own forward pass (`predict_images(keep_maps=True)`): no
 image is read twice and the network runs once.
 
+Unreadable images: with `predict_images(skipped=[])` (what `predict.py` does for a folder) a
+missing, truncated or corrupt image is left out and listed with its reason (the JSON's
+`skipped` list); the other images are predicted and written. Without it, such an image is an
+error (`ValueError`, one line), as for a single image given explicitly.
+
 Example:
     predictions = predict_images(network, list_images("photos/"), keep_maps=True)
     payload = write_outputs(predictions, network, "out/", weights="runs/demo", show_maps=True)
@@ -36,8 +41,8 @@ import os
 import cv2
 import numpy as np
 
-from skelpose_tf.data.images import (ImageDecodeError, decode_image, read_image_bytes,
-                                     read_image_size)
+from skelpose_tf.data.images import (ImageDecodeError, decode_image, load_for_record,
+                                     read_image_bytes, read_image_size)
 from skelpose_tf.data.records import PersonRecord, SkipReport, as_float32
 from skelpose_tf.data.transforms import box_to_center_scale, input_aspect_ratio
 from skelpose_tf.drawing import draw_box, draw_pose, maps_panel
@@ -195,10 +200,8 @@ class ImagePrediction:
 
 
 def _image_size(path: str) -> tuple:
-    try:
-        return tuple(int(v) for v in read_image_size(path))
-    except ImageDecodeError as error:
-        raise ValueError(f"Cannot read image {path}: {error.reason}.") from None
+    """(height, width) of `path`; raises `ImageDecodeError`."""
+    return tuple(int(v) for v in read_image_size(path))
 
 
 def _record(path, image_id, size, box, center, scale, score, num_keypoints) -> PersonRecord:
@@ -210,7 +213,7 @@ def _record(path, image_id, size, box, center, scale, score, num_keypoints) -> P
         visibility=np.zeros((num_keypoints,), np.float32), box_score=float(score))
 
 
-def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
+def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints, skipped=None):
     """One `PersonRecord` per person box, and each image's size and box source.
 
     Args:
@@ -220,18 +223,27 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
         boxes_file: the boxes file's name, for the box source text.
         input_size: the model's (height, width) (sets the crop's aspect ratio).
         num_keypoints: K of the records' (empty) keypoint arrays.
+        skipped: None, or a list: an image whose size cannot be read is then left out and
+            appended as {"image": path, "reason": why} instead of raising.
 
     Returns:
-        (records, images): `images` is a list of (path, (height, width), box source text).
+        (records, images): `images` is a list of (path, (height, width), box source text);
+        a record's `image_id` is its image's position in `images`.
 
     Raises:
-        ValueError: a missing or unreadable image.
+        ValueError: a missing or unreadable image (without `skipped`).
     """
     boxes = boxes or {}
     aspect_ratio = input_aspect_ratio(input_size)
     records, images = [], []
-    for image_id, path in enumerate(image_paths):
-        size = _image_size(path)
+    for path in image_paths:
+        try:
+            size = _image_size(path)
+        except ImageDecodeError as error:
+            if skipped is None:
+                raise ValueError(f"Cannot read image {path}: {error.reason}.") from None
+            skipped.append({"image": path, "reason": error.reason})
+            continue
         if path in boxes:
             image_boxes, scores = boxes[path]
             padding, source = BOX_PADDING, f"boxes from {boxes_file}"
@@ -240,6 +252,7 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
             padding = WHOLE_IMAGE_PADDING
             source = (f"whole image (not listed in {boxes_file})" if boxes_file
                       else "whole image (no boxes given)")
+        image_id = len(images)
         images.append((path, size, source))
         for box, score in zip(image_boxes, scores):
             center, scale = box_to_center_scale(box, aspect_ratio, padding)
@@ -248,8 +261,15 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
     return records, images
 
 
+def _failure_reason(path, size) -> str:
+    """Why the pipeline could not crop `path` (decoded again, with the pipeline's rules)."""
+    probe = SkipReport(log_limit=0)
+    load_for_record(None, path, size, "image", probe, rgb=False)
+    return next(iter(probe.skipped), "could not be cropped (see the log)")
+
+
 def predict_images(network, image_paths, boxes=None, boxes_file="", *, flip_test=True,
-                   batch_size=16, keep_maps=False) -> list:
+                   batch_size=16, keep_maps=False, skipped=None) -> list:
     """Predict every person of every image.
 
     Args:
@@ -262,20 +282,26 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, flip_test
         flip_test: average the heatmaps of each crop and its mirror image.
         batch_size: crops per forward pass.
         keep_maps: keep each person's crop and maps (`ImagePrediction.maps`) for pictures.
+        skipped: None: an image that cannot be read or decoded is an error. A list (a folder
+            of the user's images, where one bad file must not stop the others): such an image
+            is left out of the result and appended as {"image": path, "reason": why}, in
+            the order of `image_paths`; the result may then be empty.
 
     Returns:
-        A list of `ImagePrediction`, in the order of `image_paths`.
+        A list of `ImagePrediction`, in the order of `image_paths` (without skipped images).
 
     Raises:
-        ValueError: a missing, unreadable or undecodable image.
+        ValueError: a missing, unreadable or undecodable image (without `skipped`).
     """
     runner = open_runner(network, flip_test=flip_test)
     keypoint_set = runner.codec.keypoint_set
     k = keypoint_set.num_keypoints
-    records, images = person_records(image_paths, boxes, boxes_file, runner.input_size, k)
-    keypoints = np.zeros((len(records), k, 2), np.float32)
-    keypoint_scores = np.zeros((len(records), k), np.float32)
-    kept = {}
+    read_failures = [] if skipped is not None else None
+    records, images = person_records(image_paths, boxes, boxes_file, runner.input_size, k,
+                                     read_failures)
+    keypoints = np.zeros((0, k, 2), np.float32)
+    keypoint_scores = np.zeros((0, k), np.float32)
+    kept, row_of, failed = {}, {}, {}
     if records:
         report = SkipReport()
         try:
@@ -286,25 +312,37 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, flip_test
                 raise
             result = {"record_index": np.zeros((0,), np.int64)}
         done = set(result["record_index"].tolist())
-        failed = sorted({records[i].image_path for i in range(len(records)) if i not in done})
-        if failed:
-            raise ValueError(f"Cannot decode {len(failed)} image(s), e.g. {failed[0]}: "
+        failed = {images[r.image_id][0]: images[r.image_id][1]
+                  for i, r in enumerate(records) if i not in done}
+        if failed and skipped is None:
+            raise ValueError(f"Cannot decode {len(failed)} image(s), e.g. {next(iter(failed))}: "
                              f"{report.summary()}")
-        order = np.argsort(result["record_index"])  # rows in record order
-        keypoints = result["keypoints"][runner.codec.decoder][order]
-        keypoint_scores = result["scores"][runner.codec.decoder][order]
-        kept = {name: result[name][order] for name in
-                ("crops", "crop_keypoints", "heatmaps", "skeletal_heatmaps") if name in result}
+        if done:
+            order = np.argsort(result["record_index"])  # rows in record order
+            row_of = {int(i): row for row, i in enumerate(result["record_index"][order])}
+            keypoints = result["keypoints"][runner.codec.decoder][order]
+            keypoint_scores = result["scores"][runner.codec.decoder][order]
+            kept = {name: result[name][order] for name in
+                    ("crops", "crop_keypoints", "heatmaps", "skeletal_heatmaps")
+                    if name in result}
+    if skipped is not None:
+        reasons = {entry["image"]: entry["reason"] for entry in read_failures}
+        reasons.update({path: _failure_reason(path, size) for path, size in failed.items()})
+        skipped.extend({"image": path, "reason": reasons[path]} for path in image_paths
+                       if path in reasons)
     predictions = []
     for image_id, (path, size, source) in enumerate(images):
-        rows = [i for i, r in enumerate(records) if r.image_id == image_id]
-        box_scores = np.asarray([records[i].box_score for i in rows], np.float32)
+        if path in failed:
+            continue
+        people = [i for i, r in enumerate(records) if r.image_id == image_id]
+        rows = [row_of[i] for i in people]
+        box_scores = np.asarray([records[i].box_score for i in people], np.float32)
         predictions.append(ImagePrediction(
             image_path=path, image_size=size, box_source=source,
-            boxes=np.asarray([records[i].box for i in rows], np.float32).reshape(-1, 4),
+            boxes=np.asarray([records[i].box for i in people], np.float32).reshape(-1, 4),
             box_scores=box_scores,
-            centers=np.asarray([records[i].center for i in rows], np.float32).reshape(-1, 2),
-            scales=np.asarray([records[i].scale for i in rows], np.float32).reshape(-1, 2),
+            centers=np.asarray([records[i].center for i in people], np.float32).reshape(-1, 2),
+            scales=np.asarray([records[i].scale for i in people], np.float32).reshape(-1, 2),
             keypoints=keypoints[rows], keypoint_scores=keypoint_scores[rows],
             scores=rescore_instances(keypoint_scores[rows], box_scores).astype(np.float32),
             maps={name: value[rows] for name, value in kept.items()} if keep_maps else None))
@@ -337,7 +375,7 @@ def _write_png(path, image_rgb):
 
 
 def write_outputs(predictions, network, out_dir, *, weights="", flip_test=True,
-                  show_maps=False, threshold=0.3) -> dict:
+                  show_maps=False, threshold=0.3, skipped=()) -> dict:
     """Write `predictions.json`, the skeleton PNGs and (with `show_maps`) the maps panels.
 
     Args:
@@ -348,6 +386,8 @@ def write_outputs(predictions, network, out_dir, *, weights="", flip_test=True,
         flip_test: whether the predictions used the flip test (recorded).
         show_maps: write each person's maps panel (`drawing.maps_panel`).
         threshold: keypoints scoring above it are drawn.
+        skipped: the images `predict_images` left out ({"image", "reason"} each), listed
+            under "skipped".
 
     Returns:
         The JSON payload, whose image entries name their `drawing` (and `maps`) files.
@@ -372,6 +412,7 @@ def write_outputs(predictions, network, out_dir, *, weights="", flip_test=True,
         "flip_test": bool(flip_test),
         "coordinates": COORDINATES,
         "keypoint_names": list(keypoint_set.keypoint_names),
+        "skipped": [dict(entry) for entry in skipped],
         "images": entries,
     }
     header = json.dumps({k: v for k, v in payload.items() if k != "images"}, indent=1)

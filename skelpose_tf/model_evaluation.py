@@ -36,6 +36,7 @@ import scipy.io
 
 from skelpose_tf.codec import DECODERS
 from skelpose_tf.data.coco import read_coco_detections, read_coco_keypoints
+from skelpose_tf.data.images import load_for_record
 from skelpose_tf.data.mpii import read_mpii
 from skelpose_tf.data.records import SkipReport
 from skelpose_tf.data.sources import COCO, MPII, MPII_BOX_SOURCE, DataSource
@@ -155,17 +156,29 @@ def _skip_notes(skip_report: SkipReport) -> tuple:
     return (f"inputs left out or repaired: {skip_report.summary().replace(chr(10), '; ')}",)
 
 
-def first_images(records, max_people: int) -> list:
+def first_images(records, max_people: int, report: SkipReport | None = None) -> list:
     """The records of the first images that hold at least `max_people` people (0: all).
 
-    Whole images are kept, so that COCO evaluation restricted to their ids stays fair.
+    Whole images are kept, so that COCO evaluation restricted to their ids stays fair. With a
+    `report`, an image that cannot be used (missing, unreadable, corrupt or of another size
+    than annotated: `images.load_for_record`) is passed over and counted in it, so that a few
+    bad files at the start never empty the subset; each candidate image is then decoded once
+    here (about `max_people` people's images).
     """
     if not max_people or len(records) <= max_people:
         return list(records)
+    usable = {}
     chosen, subset = set(), []
     for record in records:
         if record.image_id not in chosen and len(subset) >= max_people:
             break
+        path = record.image_path
+        if report is not None and path not in usable:
+            usable[path] = load_for_record(None, path, record.image_size,
+                                           f"image id {record.image_id}", report,
+                                           rgb=False) is not None
+        if not usable.get(path, True):
+            continue
         chosen.add(record.image_id)
         subset.append(record)
     return subset
@@ -224,7 +237,7 @@ def evaluate_coco_decoders(model, annotation_file, image_dir, det_boxes_json="",
         records = read_coco_keypoints(annotation_file, image_dir, keypoint_set,
                                       runner.input_size, report=skip_report)
         box_source = GROUND_TRUTH_BOXES
-    records = first_images(records, max_people)
+    records = first_images(records, max_people, skip_report)
     image_ids = sorted({r.image_id for r in records}) if max_people else None
     if not records:
         raise ValueError(f"No person to evaluate in {det_boxes_json or annotation_file} with "
@@ -346,7 +359,7 @@ def evaluate_mpii_decoders(model, annotation_file, image_dir, head_boxes="", *,
     records = read_mpii(annotation_file, image_dir, runner.input_size,
                         keypoint_set=keypoint_set, gt_mat_file=head_boxes or None,
                         report=skip_report)
-    records = first_images(records, max_people)
+    records = first_images(records, max_people, skip_report)
     if not records:
         raise ValueError(f"No person to evaluate in {annotation_file} with images in "
                          f"{image_dir}: {skip_report.summary()}")

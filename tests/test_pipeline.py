@@ -332,13 +332,13 @@ def test_tfrecords_command_line(people, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "skelpose_tf.data.tfrecords", "--ann",
          os.path.join(image_dir, "ann.json"), "--images", image_dir, "--out", str(tmp_path),
-         "--shards", "2", "--input_size", "64x48"],
+         "--shards", "2", "--input_size", "64x64"],
         capture_output=True, text=True, timeout=120,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "3 person records of 3 images in 2 shards" in result.stdout
     meta = tfrecords.TFRecordSource(str(tmp_path)).meta
-    assert meta["input_size"] == [64, 48] and meta["keypoint_set"] == "coco"
+    assert meta["input_size"] == [64, 64] and meta["keypoint_set"] == "coco"
 
 
 # The project's synthetic data set ----------------------------------------------------------------

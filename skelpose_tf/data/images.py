@@ -4,8 +4,10 @@
 uint8 array, whatever the name of the file says: grayscale, CMYK and PNG content are all
 converted to 3-channel RGB. What it cannot decode raises `ImageDecodeError` with a short reason
 (empty, truncated, corrupt), which the readers and the data pipeline count and log instead of
-crashing. `read_image_header` parses only the first bytes of a file (JPEG SOF / PNG IHDR) to get
-the size and channel count without decoding.
+crashing. `load_for_record` is that policy in one place: decode, check the size against the
+annotation, count a skip or a colour/format repair in a `SkipReport`. `read_image_header` parses
+only the first bytes of a file (JPEG SOF / PNG IHDR) to get the size and channel count without
+decoding.
 
 EXIF orientation is ignored on purpose (`cv2.IMREAD_IGNORE_ORIENTATION`): COCO and MPII
 annotations are in the stored pixel grid, as the official HRNet code reads them.
@@ -181,3 +183,39 @@ def read_image_size(path: str) -> tuple:
         return header.height, header.width
     image, _ = decode_image(read_image_bytes(path))
     return image.shape[:2]
+
+
+def load_for_record(data, path, expected_size, where, report, rgb=True):
+    """Decode an annotated image the way every reader of person records does, or report why not.
+
+    The one policy of the data pipeline, the TFRecord converter and the evaluation subset: a
+    file that cannot be read or decoded, or whose decoded size differs from the annotation, is
+    a counted skip (`report.skip`, the `ImageDecodeError` reason or "image size differs from
+    the annotation"); grey, CMYK, alpha and PNG-as-JPEG content is decoded, converted and
+    counted as repaired (`report.repair`, once per path).
+
+    Args:
+        data: the file's bytes, or None to read `path`.
+        path: the image file (read when `data` is None; named in the report).
+        expected_size: (height, width) the annotation gives.
+        where: the record(s) the image belongs to, for the report (e.g. "record 3").
+        report: a `SkipReport` (anything with `skip` and `repair`).
+        rgb: False returns OpenCV's BGR channel order (`decode_image`).
+
+    Returns:
+        uint8 [H, W, 3] (RGB, or BGR when `rgb` is False), or None when the image is skipped.
+    """
+    try:
+        image, header = decode_image(read_image_bytes(path) if data is None else data, rgb=rgb)
+    except ImageDecodeError as error:
+        report.skip(error.reason, f"{where} ({path})")
+        return None
+    if tuple(image.shape[:2]) != tuple(int(v) for v in expected_size):
+        report.skip("image size differs from the annotation",
+                    f"{where} ({path}: decoded {image.shape[1]}x{image.shape[0]}, "
+                    f"annotated {expected_size[1]}x{expected_size[0]})")
+        return None
+    note = None if header is None else header.conversion_note(path)
+    if note:
+        report.repair(f"{note}, decoded and converted to RGB", path)
+    return image

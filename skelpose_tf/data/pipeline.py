@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from skelpose_tf.data.augment import AugmentConfig, Augmentation, sample_augmentation
-from skelpose_tf.data.images import ImageDecodeError, decode_image, read_image_bytes
+from skelpose_tf.data.images import load_for_record
 from skelpose_tf.data.records import SkipReport
 from skelpose_tf.data.transforms import (affine_matrix, apply_affine, input_aspect_ratio,
                                          shift_source, source_window)
@@ -150,23 +150,8 @@ class _SampleMaker:
 
     def load(self, data, path, expected_size, where):
         """Decode `data` (or read `path` when data is None) to BGR; None (and a report) on
-        failure."""
-        try:
-            image, header = decode_image(read_image_bytes(path) if data is None else data,
-                                         rgb=False)
-        except ImageDecodeError as error:
-            self.report.skip(error.reason, f"{where} ({path})")
-            return None
-        if tuple(image.shape[:2]) != tuple(expected_size):
-            self.report.skip("image size differs from the annotation",
-                             f"{where} ({path}: decoded {image.shape[1]}x{image.shape[0]}, "
-                             f"annotated {expected_size[1]}x{expected_size[0]})")
-            return None
-        if header is not None:
-            note = header.conversion_note(path)
-            if note:
-                self.report.repair(f"{note}, decoded and converted to RGB", path)
-        return image
+        failure (`images.load_for_record`)."""
+        return load_for_record(data, path, expected_size, where, self.report, rgb=False)
 
     def crop(self, image, center, scale, keypoints, visibility, seed):
         """Cut one person's crop.

@@ -78,6 +78,7 @@ class SkipReport:
         self._skipped = collections.Counter()
         self._repaired = collections.Counter()
         self._seen = set()
+        self._first = {}  # (verb, reason) -> the first item's `where`
         self._log_limit = log_limit
 
     def skip(self, reason: str, where: str, level: int = logging.WARNING) -> bool:
@@ -99,6 +100,7 @@ class SkipReport:
             if key in self._seen:
                 return False
             self._seen.add(key)
+            self._first.setdefault((verb, reason), where)
             counter[reason] += 1
             count = counter[reason]
         if count <= self._log_limit:
@@ -127,6 +129,17 @@ class SkipReport:
             for reason, count in sorted(counts.items()):
                 lines.append(f"{title}: {count} x {reason}")
         return "\n".join(lines) if lines else "no input skipped or repaired"
+
+    def one_line(self) -> str:
+        """`summary()` on one line, each reason with its first item, for an error message:
+        "skipped: 11 x missing image file (first: ann.json annotation id 4 (images/4.jpg))"."""
+        with self._lock:
+            first = dict(self._first)
+            tables = (("Skipped", "skipped", dict(self._skipped)),
+                      ("Repaired", "repaired", dict(self._repaired)))
+        parts = [f"{title}: {count} x {reason} (first: {first[(verb, reason)]})"
+                 for verb, title, counts in tables for reason, count in sorted(counts.items())]
+        return "; ".join(parts) if parts else "no input skipped or repaired"
 
 
 _NUMBER_TYPES = frozenset({int, float})

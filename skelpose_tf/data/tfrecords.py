@@ -5,11 +5,17 @@ fields of every person record of that image (`PersonRecord`: region centre/scale
 keypoints, raw visibility, box, box score, ids and the record's index in the converted list).
 Images go to the shards round-robin. `meta.json` beside the shards records the keypoint set,
 the input size whose aspect ratio the regions were made for, the counts per shard and what the
-reader skipped. The converter decodes every image once, so missing, unreadable or corrupt
-images are left out (and counted) before training.
+reader skipped or repaired. The converter reads the annotations with the training readers
+(`coco.py`, `mpii.py`: the same records are refused or skipped, with the same messages) and
+decodes every image once with the training pipeline's rules (`images.load_for_record`), so
+missing, unreadable or corrupt images are left out (and counted) before training, and grey,
+CMYK and PNG-as-JPEG files are counted as repaired. When no image can be used, it writes
+nothing and says why (exit status 1), rather than leaving empty shards.
 
     python -m skelpose_tf.data.tfrecords --ann person_keypoints_train.json --images DIR \\
         --out OUT_DIR --shards 8 [--format coco|mpii] [--keypoint_set coco] [--input_size 256x192]
+
+`--input_size` must be multiples of 32, as for every entry point (`parse_input_size`).
 
 Reading: pass `TFRecordSource(OUT_DIR)` to `pipeline.make_train_dataset` or
 `make_eval_dataset` in place of a list of records. Each image is decoded once for all its
@@ -23,14 +29,18 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from skelpose_tf.atomic_files import (atomic_write, remove_stale_partials,  # noqa: E402
+                                      write_json_atomic)
 from skelpose_tf.data import coco, mpii  # noqa: E402
-from skelpose_tf.data.images import ImageDecodeError, decode_image, read_image_bytes  # noqa: E402
+from skelpose_tf.data.images import (ImageDecodeError, load_for_record,  # noqa: E402
+                                     read_image_bytes)
 from skelpose_tf.data.records import SkipReport  # noqa: E402
 from skelpose_tf.data.transforms import input_aspect_ratio  # noqa: E402
 from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
@@ -43,59 +53,88 @@ def write_tfrecords(records, out_dir, num_shards, keypoint_set, input_size,
                     report: SkipReport | None = None, source="") -> dict:
     """Write person records as sharded TFRecords (one example per image) plus `meta.json`.
 
+    Every image is decoded once with the training pipeline's rules
+    (`images.load_for_record`): a missing, unreadable or corrupt image, or one whose size
+    differs from the annotation, is left out and counted as skipped; grey, CMYK and PNG content
+    (also under a .jpg name) is kept as stored and counted as repaired, as training counts it.
+    Shards are written under temporary names and renamed into place once all are complete,
+    `meta.json` last; a failure leaves no new shard behind.
+
     Args:
         records: a sequence of `PersonRecord`s (from the readers).
         out_dir: output directory (created if needed).
         num_shards: number of `.tfrecord` files.
         keypoint_set: the records' keypoint set (its name and size go into meta.json).
         input_size: (height, width) the records' regions were made for.
-        report: a `SkipReport` counting images left out (a new one if None).
-        source: a description of the annotation source for meta.json.
+        report: a `SkipReport` counting images left out or repaired (a new one if None).
+        source: a description of the annotation source for meta.json and messages.
 
     Returns:
         The content of meta.json.
+
+    Raises:
+        ValueError: `num_shards` < 1, no records, or none of their images usable (nothing is
+            written then; the message gives the reasons and the first image of each).
     """
     keypoint_set = get_keypoint_set(keypoint_set)
     report = SkipReport() if report is None else report
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1. Received: num_shards={num_shards}")
+    of_source = f" of {source}" if source else ""
+    if not records:
+        raise ValueError(f"No person record{of_source} to write; nothing written to {out_dir} "
+                         f"({report.one_line()}).")
     by_image = {}
     for index, record in enumerate(records):
         by_image.setdefault(record.image_path, []).append(index)
-    os.makedirs(out_dir, exist_ok=True)
+    created = not os.path.isdir(out_dir)
+    remove_stale_partials(out_dir)  # shards of a killed converter
     names = [f"records-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
     counts = [{"file": name, "num_images": 0, "num_records": 0} for name in names]
-    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
     try:
-        written = 0
-        for path, indices in by_image.items():
-            where = f"records {indices}"
-            try:
-                data = read_image_bytes(path)
-                image, _ = decode_image(data)
-            except ImageDecodeError as error:
-                report.skip(error.reason, f"{where} ({path})")
-                continue
-            if tuple(image.shape[:2]) != tuple(records[indices[0]].image_size):
-                report.skip("image size differs from the annotation", f"{where} ({path})")
-                continue
-            shard = written % num_shards
-            writers[shard].write(_example(data, path, [records[i] for i in indices], indices))
-            counts[shard]["num_images"] += 1
-            counts[shard]["num_records"] += len(indices)
-            written += 1
-    finally:
-        for writer in writers:
-            writer.close()
-    meta = {
-        "keypoint_set": keypoint_set.name, "num_keypoints": keypoint_set.num_keypoints,
-        "input_size": [int(v) for v in input_size], "source": source,
-        "num_images": written, "num_records": sum(c["num_records"] for c in counts),
-        "shards": counts, "skipped": report.skipped, "repaired": report.repaired,
-    }
-    with open(os.path.join(out_dir, META_FILE), "w") as file:
-        json.dump(meta, file, indent=1)
+        with contextlib.ExitStack() as stack:  # exits: writers closed, then files renamed
+            temporaries = [stack.enter_context(atomic_write(os.path.join(out_dir, name)))
+                           for name in names]
+            writers = [stack.enter_context(contextlib.closing(tf.io.TFRecordWriter(path)))
+                       for path in temporaries]
+            written = _write_images(records, by_image, writers, counts, report)
+            if not written:
+                raise ValueError(
+                    f"None of the {len(by_image)} images of the person records{of_source} "
+                    f"could be used; no shards written to {out_dir} ({report.one_line()}).")
+        meta = {
+            "keypoint_set": keypoint_set.name, "num_keypoints": keypoint_set.num_keypoints,
+            "input_size": [int(v) for v in input_size], "source": source,
+            "num_images": written, "num_records": sum(c["num_records"] for c in counts),
+            "shards": counts, "skipped": report.skipped, "repaired": report.repaired,
+        }
+        write_json_atomic(os.path.join(out_dir, META_FILE), meta, indent=1)
+    except BaseException:
+        if created:  # leave no empty directory behind
+            with contextlib.suppress(OSError):
+                os.rmdir(out_dir)
+        raise
     return meta
+
+
+def _write_images(records, by_image, writers, counts, report) -> int:
+    """Write one example per usable image, round-robin over `writers`; returns their number."""
+    written = 0
+    for path, indices in by_image.items():
+        where = f"records {indices}"
+        try:
+            data = read_image_bytes(path)
+        except ImageDecodeError as error:
+            report.skip(error.reason, f"{where} ({path})")
+            continue
+        if load_for_record(data, path, records[indices[0]].image_size, where, report) is None:
+            continue
+        shard = written % len(writers)
+        writers[shard].write(_example(data, path, [records[i] for i in indices], indices))
+        counts[shard]["num_images"] += 1
+        counts[shard]["num_records"] += len(indices)
+        written += 1
+    return written
 
 
 def _example(data, path, records, indices) -> bytes:
@@ -275,29 +314,38 @@ def _define_flags():
 
 
 def _main(holders, argv):
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]} (flags are --name=value).")
     values = {name: holder.value for name, holder in holders.items()}
     for name in ("ann", "images", "out"):
         if not values[name]:
             raise app.UsageError(f"--{name} is required.")
-    try:
-        input_size = tuple(int(v) for v in values["input_size"].lower().split("x"))
-        input_aspect_ratio(input_size)
-    except ValueError:
-        raise app.UsageError(
-            f"--input_size must look like 256x192. Received: {values['input_size']!r}") from None
+    from skelpose_tf.models.pose_model import parse_input_size  # Keras: for the script only
+
+    try:  # the rule of every entry point: multiples of 32
+        input_size = parse_input_size(values["input_size"])
+    except ValueError as error:
+        raise app.UsageError(f"--input_size: {error}") from None
+    ann, image_dir, out_dir = values["ann"], values["images"], values["out"]
+    if not os.path.isfile(ann):
+        raise ValueError(f"Annotation file (--ann) not found: {ann}")
+    if not os.path.isdir(image_dir):
+        raise ValueError(f"Image folder (--images) not found: {image_dir}")
     keypoint_set = get_keypoint_set(values["keypoint_set"] or values["format"])
     report = SkipReport()
     if values["format"] == "coco":
-        records = coco.read_coco_keypoints(values["ann"], values["images"], keypoint_set,
-                                           input_size, report=report)
+        records = coco.read_coco_keypoints(ann, image_dir, keypoint_set, input_size,
+                                           report=report)
     else:
-        records = mpii.read_mpii(values["ann"], values["images"], input_size,
-                                 keypoint_set=keypoint_set, report=report)
-    meta = write_tfrecords(records, values["out"], values["shards"], keypoint_set, input_size,
-                           report=report, source=values["ann"])
+        records = mpii.read_mpii(ann, image_dir, input_size, keypoint_set=keypoint_set,
+                                 report=report)
+    if not records:
+        raise ValueError(f"No usable person record in {ann} with images in {image_dir} "
+                         f"(--images); nothing written to {out_dir}: {report.one_line()}")
+    meta = write_tfrecords(records, out_dir, values["shards"], keypoint_set, input_size,
+                           report=report, source=ann)
     print(f"{meta['num_records']} person records of {meta['num_images']} images in "
-          f"{values['shards']} shards in {values['out']}\n{report.summary()}")
+          f"{values['shards']} shards in {out_dir}\n{report.summary()}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ class TrainingData:
         det_source: the same with detector boxes (COCO format only), or None.
         report: the `SkipReport` of everything skipped or repaired while reading and loading
             the training data.
+        val_report: the same for reading `val_records` and cutting the pictures' crops (the
+            validation evaluations count theirs in their own notes).
     """
 
     def __init__(self, config: TrainConfig, keypoint_set, out=sys.stdout):
@@ -55,6 +57,7 @@ class TrainingData:
         from skelpose_tf.data.sources import DataSource
 
         self.report = SkipReport()
+        self.val_report = SkipReport()
         paths = _data_paths(config, out)
         dataset = "mpii" if config.dataset == "mpii" else "coco"
         self.val_source = DataSource(dataset, paths["val_ann"], paths["val_images"],
@@ -79,7 +82,7 @@ class TrainingData:
             self.train_records = read(paths["train_ann"], paths["train_images"], self.report)
             self.train_input = self.train_records
             self.num_train = len(self.train_records)
-        self.val_records = read(paths["val_ann"], paths["val_images"], SkipReport())
+        self.val_records = read(paths["val_ann"], paths["val_images"], self.val_report)
         if not self.num_train:
             raise ValueError(f"No usable training people in "
                              f"{config.train_tfrecords or paths['train_ann']}: "
@@ -337,8 +340,9 @@ def _train(config, strategy, role, out_dir, restart, flags_text, started, out):
     summary.update(evaluations)
     if config.export:
         summary["export"] = export_best(config, data, out)
-    summary.update(skipped=data.report.summary(), best_epoch=(progress.get("best") or {}).get(
-        "epoch"), total_seconds=round(time.time() - started, 1))
+    summary.update(skipped=data.report.summary(), skipped_validation=data.val_report.summary(),
+                   best_epoch=(progress.get("best") or {}).get("epoch"),
+                   total_seconds=round(time.time() - started, 1))
     write_json_atomic(os.path.join(config.run_dir, "summary.json"), summary)
     barrier(strategy)
     return summary
@@ -365,12 +369,25 @@ def _train_dataset(config, data, keypoint_set, strategy, global_batch, seed):
 
 
 def _picture_crops(data, keypoint_set, input_size, count=4):
-    """The first `count` readable validation crops (uint8 [count, H, W, 3]) for pictures."""
-    dataset = make_eval_dataset(data.val_records, keypoint_set, input_size, count)
+    """The first `count` readable validation crops (uint8 [n <= count, H, W, 3]) for pictures.
+
+    Unreadable validation images are passed over (the evaluation pipeline drops them) and
+    counted in `data.val_report`.
+
+    Raises:
+        ValueError: no validation person at all, or none of their images readable (naming the
+            image folder and the first bad file of each reason).
+    """
+    folder = data.val_source.image_dir
+    if not data.val_records:
+        raise ValueError(f"No usable validation person in {data.val_source.annotation_file} "
+                         f"with images in {folder}: {data.val_report.one_line()}")
+    dataset = make_eval_dataset(data.val_records, keypoint_set, input_size, count,
+                                report=data.val_report)
     for images, _ in dataset.take(1):
         return images
-    raise ValueError("None of the validation images could be read; see the skipped-image "
-                     "lines above.")
+    raise ValueError(f"None of the validation images in {folder} could be read "
+                     f"({data.val_report.one_line()}); check the validation image folder.")
 
 
 def export_best(config, data, out, num_calibration=200, num_verification=64):
