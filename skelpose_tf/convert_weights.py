@@ -56,6 +56,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from skelpose_tf.atomic_files import atomic_write  # noqa: E402
 from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 from skelpose_tf.torch_checkpoint import READERS, read_state_dict  # noqa: E402
 
@@ -69,6 +70,10 @@ HEAD_LAYER = "keypoint_head"
 HEAD_MODULE = "final_layer"
 SKELETAL_LAYER = "skeletal_attention"
 WIDTH_TENSOR = "transition1.0.0.weight"  # [C, 256, 3, 3]: first conv of branch 0
+# (modules of stages 2-4, BASIC blocks per branch) of the published HRNet, which
+# `convert_checkpoint` writes (models/pose_model.py: STAGE_MODULES, BLOCKS_PER_BRANCH; stated
+# again so that conversion fails before TensorFlow is imported).
+OFFICIAL_DEPTH = ((1, 4, 3), 4)
 IMAGENET_ONLY_PREFIXES = ("incre_modules.", "downsamp_modules.", "classifier.")
 
 # Keras variable name -> PyTorch parameter / buffer name.
@@ -215,7 +220,16 @@ def checkpoint_width(state_dict, source="checkpoint"):
     if WIDTH_TENSOR not in state_dict:
         raise ValueError(f"{source}: {WIDTH_TENSOR} is missing, so this is not an HRNet "
                          f"checkpoint (first names: {sorted(state_dict)[:5]})")
-    return int(np.shape(state_dict[WIDTH_TENSOR])[0])
+    return _conv_out_channels(state_dict, WIDTH_TENSOR, source)
+
+
+def _conv_out_channels(state_dict, name, source):
+    """Output channels of the conv weight `name` (`[out, in, kh, kw]`)."""
+    shape = tuple(np.shape(state_dict[name]))
+    if len(shape) != 4:
+        raise ValueError(f"{source}: {name} has shape {shape}, not that of a conv weight "
+                         "[out, in, kh, kw]; this is not an HRNet checkpoint")
+    return int(shape[0])
 
 
 @dataclasses.dataclass
@@ -322,7 +336,7 @@ def check_width_and_keypoints(state_dict, width, num_keypoints, checkpoint_kind,
             )
     head = f"{HEAD_MODULE}.weight"
     if checkpoint_kind == "pose" and head in state_dict:
-        found = int(np.shape(state_dict[head])[0])
+        found = _conv_out_channels(state_dict, head, source)
         if found != num_keypoints:
             raise ValueError(
                 f"{source}: the checkpoint predicts {found} keypoints ({head} "
@@ -331,6 +345,63 @@ def check_width_and_keypoints(state_dict, width, num_keypoints, checkpoint_kind,
                 "backbone only with checkpoint_kind='imagenet' (--checkpoint_kind imagenet), "
                 "which leaves the head at its own initialisation"
             )
+
+
+def _check_values(value, name, source):
+    """Refuse a weight that is not floating point or not finite (a damaged checkpoint)."""
+    if value.dtype.kind != "f":
+        raise ValueError(f"{source}: {name} holds {value.dtype} values, not floating point; "
+                         "the checkpoint is damaged or not an HRNet state dict")
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if bad:
+        raise ValueError(f"{source}: {name} holds {bad} non-finite values (NaN or inf) of "
+                         f"{value.size}; the checkpoint is damaged (or its training diverged)")
+
+
+def _depth(names):
+    """`(stage_modules, blocks_per_branch)` of the HRNet that PyTorch names come from: modules of
+    stages 2-4 and BASIC blocks per branch (None where the names do not tell)."""
+    modules = {stage: 0 for stage in (2, 3, 4)}
+    blocks = 0
+    for name in names:
+        match = re.match(r"stage([234])\.(\d+)\.(?:branches\.\d+\.(\d+)\.)?", name)
+        if match:
+            stage = int(match[1])
+            modules[stage] = max(modules[stage], int(match[2]) + 1)
+            if match[3] is not None:
+                blocks = max(blocks, int(match[3]) + 1)
+    if not all(modules.values()) or not blocks:
+        return None
+    return tuple(modules[stage] for stage in (2, 3, 4)), blocks
+
+
+def _describe_depth(depth, named=True):
+    """E.g. "stages 1-4-3 x 4 blocks (the 'official' topology)"; `named=False` leaves out the
+    topology's name (which needs the model module, hence TensorFlow)."""
+    modules, blocks = depth
+    text = f"stages {'-'.join(map(str, modules))} x {blocks} block{'s' * (blocks > 1)}"
+    if not named:
+        return text
+    from skelpose_tf.models.pose_model import TOPOLOGIES
+
+    names = [name for name, topology in TOPOLOGIES.items()
+             if (tuple(topology["stage_modules"]), topology["blocks_per_branch"]) == depth]
+    return text + (f" (the '{names[0]}' topology)" if names else "")
+
+
+def _depth_difference(state_dict, model_names):
+    """A sentence saying how the depth of a checkpoint differs from the model's, or "".
+
+    Args:
+        state_dict: name -> array (PyTorch names).
+        model_names: the model's PyTorch tensor names.
+    """
+    found, expected = _depth(state_dict), _depth(model_names)
+    if found is None or expected is None or found == expected:
+        return ""
+    return (f"the checkpoint has {_describe_depth(found)}, the model "
+            f"{_describe_depth(expected)}: build the model with the checkpoint's depth "
+            "(--topology)")
 
 
 def load_state_dict_into_model(model, state_dict, checkpoint_kind="auto", allow_missing=False,
@@ -372,14 +443,15 @@ def load_state_dict_into_model(model, state_dict, checkpoint_kind="auto", allow_
         if binding.torch_name not in state_dict:
             missing.append(binding.torch_name)
             continue
-        value = binding.keras_value(state_dict[binding.torch_name])
-        if tuple(value.shape) != tuple(binding.variable.shape):
+        torch_value = np.asarray(state_dict[binding.torch_name])
+        if tuple(torch_value.shape) != tuple(binding.torch_shape()):
             raise ValueError(
-                f"{source}: {binding.torch_name} has shape "
-                f"{tuple(np.shape(state_dict[binding.torch_name]))}, but Keras "
-                f"{binding.variable.path} {tuple(binding.variable.shape)} needs "
+                f"{source}: {binding.torch_name} has shape {tuple(torch_value.shape)}, but "
+                f"Keras {binding.variable.path} {tuple(binding.variable.shape)} needs "
                 f"{binding.torch_shape()} in PyTorch layout"
             )
+        _check_values(torch_value, binding.torch_name, source)
+        value = binding.keras_value(torch_value)
         loaded.append(binding.torch_name)
         assignments.append((binding.variable, value))
 
@@ -410,6 +482,9 @@ def load_state_dict_into_model(model, state_dict, checkpoint_kind="auto", allow_
         problems.append(f"{len(missing)} missing tensors (allow_missing / --allow_missing "
                         "to keep the model's own values)")
     if problems:
+        depth = _depth_difference(state_dict, [b.torch_name for b in bindings])
+        if depth:
+            problems.append(depth)
         raise WeightImportError(
             f"{source}: nothing was loaded: " + "; ".join(problems) + "\n"
             + report.summary(max_names=50), report)
@@ -449,22 +524,32 @@ def converted_file_info(path):
     """
     import h5py
 
-    with h5py.File(path, "r") as f:
-        attrs = dict(f.attrs)
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 weights file ({error}); pass a "
+                         ".weights.h5 file written by model.save_weights or by python -m "
+                         "skelpose_tf.convert_weights") from None
     if attrs.get("skelpose_format") != CONVERTED_FORMAT:
         return None
-    if int(attrs["skelpose_format_version"]) != CONVERTED_FORMAT_VERSION:
-        raise ValueError(f"{path}: converted-file version {attrs['skelpose_format_version']} "
-                         f"is not {CONVERTED_FORMAT_VERSION}; convert the checkpoint again")
-    return {
-        "width": int(attrs["skelpose_width"]),
-        "keypoint_set": json.loads(attrs["skelpose_keypoint_set"]),
-        "checkpoint_kind": str(attrs["skelpose_checkpoint_kind"]),
-        "pixel_convention": str(attrs.get("skelpose_pixel_convention", "hrnet")),
-        "source": str(attrs["skelpose_source"]),
-        "loaded": [str(n) for n in attrs["skelpose_loaded"]],
-        "ignored": [str(n) for n in attrs["skelpose_ignored"]],
-    }
+    try:
+        version = int(attrs["skelpose_format_version"])
+        if version != CONVERTED_FORMAT_VERSION:
+            raise ValueError(f"{path}: converted-file version {version} is not "
+                             f"{CONVERTED_FORMAT_VERSION}; convert the checkpoint again")
+        return {
+            "width": int(attrs["skelpose_width"]),
+            "keypoint_set": json.loads(attrs["skelpose_keypoint_set"]),
+            "checkpoint_kind": str(attrs["skelpose_checkpoint_kind"]),
+            "pixel_convention": str(attrs.get("skelpose_pixel_convention", "hrnet")),
+            "source": str(attrs["skelpose_source"]),
+            "loaded": [str(n) for n in attrs["skelpose_loaded"]],
+            "ignored": [str(n) for n in attrs["skelpose_ignored"]],
+        }
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: the converted-file record lacks or garbles {error}; convert "
+                         "the checkpoint again") from None
 
 
 def read_converted_weights(path):
@@ -487,7 +572,12 @@ def read_converted_weights(path):
         )
     baseline = build_pose_model(info["width"], CONVERSION_INPUT_SIZE, info["keypoint_set"],
                                 skeletal_attention=False)
-    baseline.load_weights(path)
+    try:
+        baseline.load_weights(path)
+    except ValueError as error:
+        cause = " ".join(str(error).split())[:300]
+        raise ValueError(f"{path}: its weights do not fit the W{info['width']} baseline its "
+                         f"record describes ({cause} ...); convert the checkpoint again") from None
     loaded = set(info["loaded"])
     state = {name: value for name, value in
              model_to_state_dict(baseline, include_num_batches_tracked=False).items()
@@ -560,6 +650,14 @@ def convert_checkpoint(checkpoint, out, width=None, keypoint_set="coco", checkpo
     # Fail before TensorFlow is loaded and the model built.
     check_width_and_keypoints(state, width, get_keypoint_set(keypoint_set).num_keypoints, kind,
                               str(checkpoint))
+    depth = _depth(state)
+    if depth is not None and depth != OFFICIAL_DEPTH and not (allow_missing or allow_unused):
+        raise ValueError(
+            f"{checkpoint}: the checkpoint has {_describe_depth(depth, named=False)}, but "
+            "convert_weights writes the official HRNet depth "
+            f"({_describe_depth(OFFICIAL_DEPTH, named=False)}); load this checkpoint with "
+            "load_backbone_weights into a model of its own depth instead"
+        )
 
     from skelpose_tf.models.pose_model import build_pose_model
 
@@ -568,10 +666,10 @@ def convert_checkpoint(checkpoint, out, width=None, keypoint_set="coco", checkpo
                              skeletal_attention=False, pixel_convention="hrnet")
     report = load_state_dict_into_model(model, state, kind, allow_missing,
                                         allow_unused, source=str(checkpoint))
-    out_dir = os.path.dirname(os.path.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_weights(out)
-    _write_converted_attributes(out, model, report)
+    # Complete or absent: a file without its record would be refused later as foreign.
+    with atomic_write(out) as temporary:
+        model.save_weights(temporary)
+        _write_converted_attributes(temporary, model, report)
     return report
 
 

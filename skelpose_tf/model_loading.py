@@ -9,10 +9,13 @@ a `.weights.h5` file plus the architecture.
   built from `width`, `input_size`, `keypoint_set` and `skeletal_attention` (official topology
   unless told otherwise) with the `PoseHRNet` codec defaults (`sigma` None: the official
   default for the input size; decoder "weighted", N 20; the "hrnet" pixel convention for
-  converted published checkpoints), then `load_weights`; a file saved from another
-  architecture (width, keypoint count, with or without the skeletal module) is refused with the
-  architecture named. The input size is not stored in the weights (every layer is a convolution), so any
-  multiple of 32 loads.
+  converted published checkpoints), then `load_weights`. A file saved from another
+  architecture is refused before loading, with what differs and the flag to change, as read
+  from the file's weight shapes (`architecture_differences`): the depth (`--topology`: its
+  number of convolution layers), the width and keypoint count (the keypoint head's kernel
+  `[1, 1, width, keypoints]`), the skeletal module (its presence, its skeleton). The input
+  size is not stored in the weights (every layer is a convolution), so any multiple of 32
+  loads.
 
 Example:
     network, source = load_pose_model("runs/demo")             # runs/demo/best.keras
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 import zipfile
 
@@ -32,14 +36,17 @@ import keras
 from skelpose_tf.atomic_files import check_keras_file
 from skelpose_tf.codec import default_sigma
 from skelpose_tf.convert_weights import converted_file_info
-from skelpose_tf.keypoints import get_keypoint_set
-from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, PoseHRNet,
-                                           build_pose_model, parse_input_size)
+from skelpose_tf.keypoints import BUILTIN_KEYPOINT_SETS, get_keypoint_set
+from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, TOPOLOGIES,
+                                           PoseHRNet, build_pose_model, parse_input_size)
+from skelpose_tf.models.skeletal_attention import SkeletalAttention
 
 RUN_DIR_CHECKPOINTS = ("best.keras", "last.keras")
 _WEIGHTS_SUFFIX = ".weights.h5"
 # Keras' own load errors can run to pages (whole tensors); keep this much of them.
 _MAX_CAUSE_CHARS = 400
+_CHECK_FLAGS = ("check --width, --keypoint_set, --skeletal_attention and --topology against the "
+                "model the file was saved from")
 
 
 def resolve_checkpoint(weights: str) -> str:
@@ -224,14 +231,153 @@ def _load_weights_file(path, width, input_size, keypoint_set, skeletal_attention
         pixel_convention=converted["pixel_convention"] if converted else "centered",
         sigma=sigma,
     )
+    differences = architecture_differences(path, network)
+    if differences:
+        raise ValueError(f"The weights in {path} do not fit a {describe_model(network)} model: "
+                         f"{'; '.join(differences)}; {_CHECK_FLAGS}.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             network.load_weights(path)
     except ValueError as error:
         raise ValueError(
-            f"The weights in {path} do not fit a {describe_model(network)} model; check "
-            "--width, --keypoint_set and --skeletal_attention against the model the file was "
-            f"saved from. Keras says: {_short(error)}"
+            f"The weights in {path} do not fit a {describe_model(network)} model; "
+            f"{_CHECK_FLAGS}. Keras says: {_short(error)}"
         ) from None
     return network
+
+
+def _snake_case(name: str) -> str:
+    """A layer class name as Keras names its records in a `.weights.h5` file (`Conv2D` ->
+    `conv2d`, `SkeletalAttention` -> `skeletal_attention`)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_CONV_RECORD = _snake_case(keras.layers.Conv2D.__name__)
+_SKELETAL_RECORD = _snake_case(SkeletalAttention.__name__)
+
+
+def _architecture_features(conv_weights, skeletal_weights) -> dict | None:
+    """What a pose network's weight shapes tell about its architecture.
+
+    Args:
+        conv_weights: per `Conv2D` layer, in model order, the shapes of its weights.
+        skeletal_weights: the shapes of the skeletal module's weights, or None without one.
+
+    Returns:
+        `{"conv_layers", "width", "keypoints", "skeletal"}`, read from the keypoint head (the
+        one convolution with a bias: kernel `[1, 1, width, keypoints]`); None when the shapes
+        are not those of a `PoseHRNet`.
+    """
+    heads = [shapes for shapes in conv_weights if len(shapes) == 2 and len(shapes[0]) == 4]
+    if len(heads) != 1:
+        return None
+    kernel = heads[0][0]
+    return {"conv_layers": len(conv_weights), "width": int(kernel[2]),
+            "keypoints": int(kernel[3]),
+            "skeletal": None if skeletal_weights is None else tuple(skeletal_weights)}
+
+
+def _network_features(network) -> dict | None:
+    conv_weights = [[tuple(v.shape) for v in layer.weights] for layer in network.layers
+                    if isinstance(layer, keras.layers.Conv2D)]
+    skeletal = [layer for layer in network.layers if isinstance(layer, SkeletalAttention)]
+    return _architecture_features(
+        conv_weights, [tuple(v.shape) for v in skeletal[0].weights] if skeletal else None)
+
+
+def _weights_file_features(path: str) -> dict | None:
+    """`_architecture_features` of a Keras `.weights.h5` file, from its layer records
+    (`layers/conv2d_7/vars/0`, numbered in model order); None for another kind of file."""
+    import h5py
+
+    def shapes(group):
+        variables = group.get("vars")
+        if not isinstance(variables, h5py.Group):
+            return []
+        return [tuple(variables[key].shape) for key in sorted(variables, key=int)]
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 weights file ({_short(error)}); pass "
+                         "a .weights.h5 file written by model.save_weights or by python -m "
+                         "skelpose_tf.convert_weights") from None
+    with f:
+        layers = f.get("layers")
+        if not isinstance(layers, h5py.Group):
+            return None
+        convs, skeletal = {}, None
+        try:
+            for name, group in layers.items():
+                match = re.fullmatch(rf"{_CONV_RECORD}(?:_(\d+))?", name)
+                if match:
+                    convs[int(match[1] or 0)] = shapes(group)
+                elif name == _SKELETAL_RECORD:
+                    skeletal = shapes(group)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # records of another layout: Keras' own loading reports them
+    return _architecture_features([convs[i] for i in sorted(convs)], skeletal)
+
+
+def _topology_named(conv_layers: int, network) -> str | None:
+    """The `TOPOLOGIES` name, other than `network`'s, whose network has `conv_layers`
+    convolutions (None if none has).
+
+    The count does not depend on width, keypoints or the skeletal module; each candidate is
+    built at width 8 (on the error path only: a few seconds for the official depth).
+    """
+    for name, topology in TOPOLOGIES.items():
+        if (tuple(topology["stage_modules"]), topology["blocks_per_branch"]) == _topology(network):
+            continue
+        candidate = build_pose_model(8, (64, 64), network.keypoint_set, skeletal_attention=False,
+                                     **topology)
+        count = sum(isinstance(layer, keras.layers.Conv2D) for layer in candidate.layers)
+        if count == conv_layers:
+            return name
+    return None
+
+
+def architecture_differences(path: str, network) -> list:
+    """How the network a `.weights.h5` file was saved from differs from `network`, read from
+    the file's weight shapes, each naming the flag to change (empty when nothing differing
+    can be told from the file).
+
+    Example:
+        architecture_differences("tiny.weights.h5", official_w8)
+        # ["the file has 41 convolution layers and the model 293: it was saved from a network
+        #   of another depth, the 'tiny' topology (--topology=tiny)"]
+    """
+    stored = _weights_file_features(path)
+    expected = _network_features(network)
+    if stored is None or expected is None:
+        return []
+    differences = []
+    if stored["conv_layers"] != expected["conv_layers"]:
+        name = _topology_named(stored["conv_layers"], network)
+        differences.append(
+            f"the file has {stored['conv_layers']} convolution layers and the model "
+            f"{expected['conv_layers']}: it was saved from a network of another depth"
+            + (f", the '{name}' topology (--topology={name})" if name else " (--topology)"))
+    if stored["width"] != expected["width"]:
+        differences.append(f"the file is HRNet-W{stored['width']} and the model "
+                           f"W{expected['width']} (--width={stored['width']})")
+    if stored["keypoints"] != expected["keypoints"]:
+        sets = [name for name, kset in BUILTIN_KEYPOINT_SETS.items()
+                if kset.num_keypoints == stored["keypoints"]]
+        differences.append(
+            f"the file predicts {stored['keypoints']} keypoints and the model "
+            f"{expected['keypoints']} ({network.keypoint_set.name}; --keypoint_set="
+            + (sets[0] if sets else f"a set of {stored['keypoints']} keypoints") + ")")
+    if (stored["skeletal"] is None) != (expected["skeletal"] is None):
+        differences.append(
+            "the file has the skeletal attention module and the model does not "
+            "(--skeletal_attention=true)" if expected["skeletal"] is None else
+            "the file has no skeletal attention module (an HRNet baseline; "
+            "--skeletal_attention=false)")
+    elif (stored["skeletal"] != expected["skeletal"] and not differences):
+        differences.append(
+            f"the file's skeletal attention module has weights {list(stored['skeletal'])} and "
+            f"the model's {list(expected['skeletal'])} (another skeleton: --keypoint_set)")
+    return differences

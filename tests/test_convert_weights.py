@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from skelpose_tf.convert_weights import (
+    OFFICIAL_DEPTH,
     WeightImportError,
+    checkpoint_width,
     convert_checkpoint,
     converted_file_info,
     load_backbone_weights,
@@ -26,8 +28,14 @@ from skelpose_tf.convert_weights import (
     torch_module_path,
 )
 from skelpose_tf.models.image_normalization import IMAGENET_MEAN, IMAGENET_STD
-from skelpose_tf.models.pose_model import build_pose_model
-from torch_checkpoint_writer import write_legacy_checkpoint, write_zip_checkpoint
+from skelpose_tf.models.pose_model import (BLOCKS_PER_BRANCH, STAGE_MODULES, TOPOLOGIES,
+                                           build_pose_model)
+from torch_checkpoint_writer import (
+    StridedTensor,
+    malicious_pickle,
+    write_legacy_checkpoint,
+    write_zip_checkpoint,
+)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
@@ -390,6 +398,136 @@ def test_command_line(tmp_path, source_model):
 
 def _tensor_names(state):
     return [k for k in state if not k.endswith("num_batches_tracked")]
+
+
+# --- Bad files through the command line: one line, exit status 1, no traceback (issue 13).
+
+
+def _bad_checkpoints(tmp_path):
+    """name -> (path, text the message must hold after the file name)."""
+    files = {"missing": (tmp_path / "missing.pth", "no such checkpoint file"),
+             "directory": (tmp_path, "is a directory, not a checkpoint file")}
+    huge = tmp_path / "huge.pth"
+    write_zip_checkpoint(huge, {"transition1.0.0.weight": StridedTensor(
+        np.arange(6, dtype=np.float32), 0, (10**6, 10**6), (0, 0))})
+    files["terabyte tensor"] = (huge, "tensor 'transition1.0.0.weight' (sizes (1000000, "
+                                      "1000000), strides (0, 0), storage offset 0) claims "
+                                      "1,000,000,000,000 elements (3.64 TiB), but its storage "
+                                      "'archive/data/0' holds 6: the sizes exceed the storage")
+    evil = tmp_path / "evil.pth"
+    write_zip_checkpoint(evil, {"w": np.zeros(1, np.float32)},
+                         data_pickle=malicious_pickle("touch executed"))
+    files["foreign code"] = (evil, "refusing to load the global 'os.system'")
+    good = tmp_path / "good.pth"
+    write_zip_checkpoint(good, {"w": np.zeros(64, np.float32)})
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[:200])
+    files["truncated"] = (cut, "a zip archive without its end")
+    opcode = tmp_path / "opcode.pth"
+    write_zip_checkpoint(opcode, {"w": np.zeros(1, np.float32)},
+                         data_pickle=b"\x80\x02(X\x04\x00\x00\x00trueios\nsystem\n.")
+    files["refused opcode"] = (opcode, "refusing the pickle opcode INST")
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    files["not a checkpoint"] = (text, "neither a torch.save zip archive nor a legacy PyTorch")
+    return files
+
+
+def test_bad_checkpoints_fail_in_one_line_naming_the_file(tmp_path):
+    def limit_memory():  # the terabyte tensor must be refused, not attempted
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    for name, (path, expected) in _bad_checkpoints(tmp_path).items():
+        done = subprocess.run(
+            [sys.executable, "-m", "skelpose_tf.convert_weights", "--checkpoint", str(path),
+             "--out", str(tmp_path / "out.weights.h5"), "--reader", "numpy"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, preexec_fn=limit_memory,
+            env={**os.environ, "PYTHONPATH": REPO_ROOT, "OPENBLAS_NUM_THREADS": "1"})
+        assert done.returncode == 1, (name, done.stderr)
+        assert "Traceback" not in done.stderr, name
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (name, done.stderr)
+        assert lines[0].startswith(f"python -m skelpose_tf.convert_weights: error: {path}"), name
+        assert expected in lines[0], (name, lines[0])
+    assert not (tmp_path / "executed").exists()
+    assert not (tmp_path / "out.weights.h5").exists()
+
+
+def test_weights_that_are_not_finite_floats_are_named(source_model):
+    _, state = source_model
+    target = build_pose_model(WIDTH, SIZE, "coco", skeletal_attention=False)
+    broken = dict(state, **{"layer1.0.bn1.running_var": np.full(64, np.nan, np.float32)})
+    with pytest.raises(ValueError, match=r"w8.pth: layer1.0.bn1.running_var holds 64 non-finite "
+                                         r"values \(NaN or inf\) of 64"):
+        load_state_dict_into_model(target, broken, source="w8.pth")
+    integers = dict(state, **{"conv1.weight": state["conv1.weight"].astype(np.int64)})
+    with pytest.raises(ValueError, match=r"conv1.weight holds int64 values, not floating"):
+        load_state_dict_into_model(target, integers, source="w8.pth")
+    flat = dict(state, **{"transition1.0.0.weight": np.zeros(8, np.float32)})
+    with pytest.raises(ValueError, match=r"transition1.0.0.weight has shape \(8,\), not that of "
+                                         r"a conv weight"):
+        checkpoint_width(flat, "w8.pth")
+
+
+def test_a_checkpoint_of_another_depth_names_the_topology(tmp_path):
+    tiny = build_pose_model(WIDTH, SIZE, "coco", skeletal_attention=False, **TOPOLOGIES["tiny"])
+    state = model_to_state_dict(tiny)
+    official = build_pose_model(WIDTH, SIZE, "coco", skeletal_attention=False)
+    with pytest.raises(WeightImportError) as error:
+        load_state_dict_into_model(official, state, source="tiny.pth")
+    message = str(error.value).splitlines()[0]
+    assert ("the checkpoint has stages 1-1-1 x 1 block (the 'tiny' topology), the model stages "
+            "1-4-3 x 4 blocks (the 'official' topology)") in message
+    assert "build the model with the checkpoint's depth (--topology)" in message
+    checkpoint = tmp_path / "tiny.pth"
+    write_zip_checkpoint(checkpoint, state)
+    with pytest.raises(ValueError, match=r"tiny.pth: the checkpoint has stages 1-1-1 x 1 block, "
+                                         r"but convert_weights writes the official HRNet depth "
+                                         r"\(stages 1-4-3 x 4 blocks\)"):
+        convert_checkpoint(checkpoint, tmp_path / "tiny.weights.h5", reader="numpy")
+    assert OFFICIAL_DEPTH == (tuple(STAGE_MODULES), BLOCKS_PER_BRANCH)
+
+
+def test_a_weights_file_of_another_architecture_says_what_differs(tmp_path):
+    """A `.weights.h5` of a tiny-topology model loaded as official names --topology; width,
+    keypoint set and skeletal module differences are each named from the file's shapes."""
+    from skelpose_tf.model_loading import load_pose_model
+
+    tiny = TOPOLOGIES["tiny"]
+    weights = str(tmp_path / "tiny.weights.h5")
+    build_pose_model(WIDTH, SIZE, "coco", **tiny).save_weights(weights)
+    cases = [
+        ({}, r"W8 64x64 coco, skeletal attention model: the file has 41 convolution layers and "
+             r"the model 293: it was saved from a network of another depth, the 'tiny' topology "
+             r"\(--topology=tiny\)"),
+        (dict(width=16, **tiny), r"the file is HRNet-W8 and the model W16 \(--width=8\)"),
+        (dict(keypoint_set="mpii", **tiny),
+         r"the file predicts 17 keypoints and the model 16 \(mpii; --keypoint_set=coco\)"),
+        (dict(skeletal_attention=False, **tiny),
+         r"the file has the skeletal attention module and the model does not "
+         r"\(--skeletal_attention=true\)"),
+    ]
+    for arguments, expected in cases:
+        arguments = {"width": WIDTH, **arguments}
+        with pytest.raises(ValueError, match=expected) as error:
+            load_pose_model(weights, input_size="64x64", **arguments)
+        assert str(error.value).startswith(f"The weights in {weights} do not fit a")
+        assert len(str(error.value).splitlines()) == 1
+    baseline = str(tmp_path / "baseline.weights.h5")
+    build_pose_model(WIDTH, SIZE, "coco", skeletal_attention=False, **tiny).save_weights(baseline)
+    with pytest.raises(ValueError, match=r"the file has no skeletal attention module \(an HRNet "
+                                         r"baseline; --skeletal_attention=false\)"):
+        load_pose_model(baseline, width=WIDTH, input_size="64x64", **tiny)
+    loaded, _ = load_pose_model(weights, width=WIDTH, input_size="64x64", **tiny)  # it fits
+    assert loaded.width == WIDTH
+    text = tmp_path / "text.weights.h5"
+    text.write_text("not HDF5")
+    with pytest.raises(ValueError, match=rf"{text}: not a readable HDF5 weights file"):
+        load_pose_model(str(text), width=WIDTH, input_size="64x64")
+    with pytest.raises(ValueError, match=rf"{text}: not a readable HDF5 weights file"):
+        converted_file_info(text)
 
 
 # --- Equivalence with a PyTorch HRNet (only where PyTorch is installed).

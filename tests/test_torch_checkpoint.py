@@ -4,23 +4,39 @@ Files are written by `torch_checkpoint_writer` (opcode by opcode, no PyTorch); w
 installed, files written by `torch.save` are read too and compared with `torch.load`.
 """
 
+import inspect
+import os
+import pickle
+import re
+import struct
+import subprocess
+import sys
+import time
+import types
 import zipfile
 
 import numpy as np
 import pytest
 
+from skelpose_tf import torch_checkpoint
 from skelpose_tf.torch_checkpoint import (
+    CheckpointError,
+    CheckpointSizeError,
     UnsafeCheckpointError,
     extract_state_dict,
     load_checkpoint_numpy,
     read_state_dict,
 )
 from torch_checkpoint_writer import (
+    LEGACY_MAGIC_NUMBER,
     StridedTensor,
     malicious_pickle,
+    tensor_opcodes,
     write_legacy_checkpoint,
     write_zip_checkpoint,
 )
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WRITERS = {"zip": write_zip_checkpoint, "legacy": write_legacy_checkpoint}
 
@@ -170,7 +186,8 @@ def test_truncated_storage_is_an_error(tmp_path):
         for name in src.namelist():
             data = src.read(name)
             dst.writestr(name, data[:10] if name.endswith("data/0") else data)
-    with pytest.raises(ValueError, match=r"storage holds 10 bytes, expected 32"):
+    with pytest.raises(ValueError, match=r"'archive/data/0' claims 8 x FloatStorage \(32 bytes\) "
+                                         r"but the file holds 10 bytes"):
         read_state_dict(truncated, reader="numpy")
 
 
@@ -181,6 +198,253 @@ def test_not_a_checkpoint_and_bad_reader(tmp_path):
         read_state_dict(path, reader="numpy")
     with pytest.raises(ValueError, match="reader must be one of"):
         read_state_dict(path, reader="pickle")
+
+
+# --- Damaged and crafted files: one clear error naming the file, nothing run, nothing big
+# allocated (issue 13).
+
+TERABYTE_TENSOR = StridedTensor(np.arange(6, dtype=np.float32), 0, (10**6, 10**6), (0, 0))
+
+
+@pytest.mark.parametrize("layout", sorted(WRITERS))
+def test_a_terabyte_tensor_is_refused_before_anything_is_allocated(tmp_path, layout):
+    # Six floats in the file; sizes (1e6, 1e6) with strides 0 would copy out 3.64 TiB.
+    path = tmp_path / "huge.pth"
+    WRITERS[layout](path, {"conv1.weight": TERABYTE_TENSOR})
+    start = time.perf_counter()
+    with pytest.raises(CheckpointSizeError) as error:
+        read_state_dict(path, reader="numpy")
+    assert time.perf_counter() - start < 5
+    message = str(error.value)
+    assert message.startswith(f"{path}: tensor 'conv1.weight'")
+    assert "1,000,000,000,000 elements (3.64 TiB)" in message
+    assert "the sizes exceed the storage" in message and "holds 6" in message
+    # Under a 1 GiB address-space limit the refusal is the same: nothing tried to allocate.
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+              "from skelpose_tf.torch_checkpoint import read_state_dict\n"
+              "try:\n    read_state_dict(sys.argv[1], reader='numpy')\n"
+              "except ValueError as error:\n    print(type(error).__name__, error)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], cwd=REPO_ROOT, text=True,
+                          capture_output=True, timeout=120,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert done.stdout.startswith("CheckpointSizeError"), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("tensor, expected", [
+    (StridedTensor(np.arange(6, dtype=np.float32), 0, (1000, 1000), (1000, 1)),
+     r"claims 1,000,000 elements \(3.81 MiB\), but its storage 'archive/data/0' holds 6"),
+    (StridedTensor(np.arange(6, dtype=np.float32), 5, (2,), (1,)),
+     r"reaches element 6 of a storage of 6"),
+    (StridedTensor(np.arange(6, dtype=np.float32), 0, (2, 3), (3,)),
+     r"sizes and strides differ in length"),
+    (StridedTensor(np.arange(6, dtype=np.float32), 0, (0, 2**40, 2**40), (1, 1, 1)),
+     r"sizes of an empty tensor are not plausible"),
+    (StridedTensor(np.arange(6, dtype=np.float32), 0, (2, 3), (3, 1), claimed_numel=2**40),
+     r"storage 'archive/data/0' claims 1,099,511,627,776 x FloatStorage \(4.00 TiB\) but "
+     r"the file holds 24 bytes"),
+])
+def test_sizes_strides_and_storages_are_checked_against_the_file(tmp_path, tensor, expected):
+    path = tmp_path / "bad.pth"
+    write_zip_checkpoint(path, {"backbone.w": tensor})
+    with pytest.raises(CheckpointSizeError, match=expected) as error:
+        read_state_dict(path, reader="numpy")
+    assert str(error.value).startswith(str(path))
+
+
+def test_a_legacy_storage_cut_short_is_named(tmp_path):
+    path = tmp_path / "legacy.pth"
+    write_legacy_checkpoint(path, {"w": np.ones(100, np.float32)})
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[:-100])
+    with pytest.raises(CheckpointSizeError, match=r"cut.pth: storage 'storage 0' claims 100 x "
+                                                  r"FloatStorage \(400 bytes\) but the file "
+                                                  r"holds 300 bytes"):
+        read_state_dict(cut, reader="numpy")
+    # A header that disagrees with the pickle.
+    header = struct.pack("<q", 100)
+    lying = tmp_path / "lying.pth"
+    lying.write_bytes(data.replace(header, struct.pack("<q", 10**12), 1))
+    with pytest.raises(CheckpointError, match=r"lying.pth: storage '0' header does not match"):
+        read_state_dict(lying, reader="numpy")
+
+
+def _zip_bytes(tmp_path, **members):
+    path = tmp_path / "members.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name.replace("__", "/"), data)
+    return path
+
+
+def _damaged_files(tmp_path):
+    """name -> (path, regex of the message after the file name)."""
+    good = tmp_path / "good.pth"
+    write_zip_checkpoint(good, {"w": np.arange(64, dtype=np.float32)})
+    data = good.read_bytes()
+    files = {}
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[: len(data) // 2])
+    files["truncated zip"] = (cut, r"a zip archive without its end \(central directory\): the "
+                                   r"file is truncated")
+    flipped = bytearray(data)
+    start = data.index(np.arange(64, dtype=np.float32).tobytes())
+    flipped[start + 10] ^= 0xFF
+    bad_crc = tmp_path / "bad_crc.pth"
+    bad_crc.write_bytes(bytes(flipped))
+    files["bad CRC"] = (bad_crc, r"damaged zip archive \(BadZipFile: Bad CRC-32")
+    files["no data.pkl"] = (_zip_bytes(tmp_path, archive__version=b"3"),
+                            r"not a torch.save zip archive \(expected one '<prefix>/data.pkl'")
+    magic = tmp_path / "magic.pth"
+    magic.write_bytes(pickle.dumps(12345, protocol=2) + b"rest")
+    files["wrong magic"] = (magic, r"not a PyTorch file \(bad magic number 12345\)")
+    version = tmp_path / "version.pth"
+    version.write_bytes(pickle.dumps(LEGACY_MAGIC_NUMBER, protocol=2)
+                        + pickle.dumps(7, protocol=2))
+    files["wrong version"] = (version, r"unsupported legacy protocol version 7")
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    files["text"] = (text, r"neither a torch.save zip archive nor a legacy PyTorch file")
+    missing = tmp_path / "missing.pth"
+    files["missing"] = (missing, r"no such checkpoint file")
+    files["directory"] = (tmp_path, r" is a directory, not a checkpoint file")
+    return files
+
+
+def test_damaged_files_are_named_with_what_is_wrong(tmp_path):
+    for name, (path, expected) in _damaged_files(tmp_path).items():
+        with pytest.raises(CheckpointError) as error:
+            read_state_dict(path, reader="numpy")
+        message = str(error.value)
+        assert message.startswith(str(path)), name
+        assert len(message.splitlines()) == 1, name
+        assert re.search(expected, message), (name, message)
+
+
+# Hand-made pickles: opcodes torch.save never writes for a state dict, lengths that overrun the
+# file, cut pickles. Each is refused before it is loaded; none runs anything.
+_GLOBAL_SYSTEM = b"cos\nsystem\n"
+_TOUCH = b"X\x05\x00\x00\x00touch"
+REFUSED_PICKLES = {
+    "INST": (b"\x80\x02(" + _TOUCH + b"ios\nsystem\n.", r"refusing the pickle opcode INST"),
+    "OBJ": (b"\x80\x02(" + _GLOBAL_SYSTEM + _TOUCH + b"o.", r"refusing the pickle opcode OBJ"),
+    "NEWOBJ": (b"\x80\x02" + _GLOBAL_SYSTEM + b")\x81.", r"refusing the pickle opcode NEWOBJ"),
+    "EXT1": (b"\x80\x02\x82\x01.", r"refusing the pickle opcode EXT1"),
+    "PERSID": (b"\x80\x02Pfoo\n.", r"refusing the pickle opcode PERSID"),
+    "unknown opcode": (b"\x80\x02\xff.", r"not a valid pickle .*opcode b'\\xff' unknown"),
+    "huge bytes length": (b"\x80\x04\x8e" + (2**40).to_bytes(8, "little") + b"abc.",
+                          r"not a valid pickle .*expected 1099511627776 bytes"),
+    "no STOP": (b"\x80\x02}(X\x01\x00\x00\x00wK\x01", r"not a valid pickle"),
+    "STACK_GLOBAL": (b"\x80\x04\x8c\x02os\x8c\x06system\x93" + _TOUCH + b"\x85R.",
+                     r"refusing to load the global 'os.system'"),
+    "pickle error": (b"\x80\x02}(X\x01\x00\x00\x00wh\x07u.",
+                     r"the pickle is malformed .*\(UnpicklingError: Memo value not found"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_PICKLES))
+def test_refused_pickles_name_the_file_and_run_nothing(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)  # where `touch` would leave its mark
+    data, expected = REFUSED_PICKLES[name]
+    path = tmp_path / "crafted.pth"
+    write_zip_checkpoint(path, {"w": np.zeros(1, np.float32)}, data_pickle=data)
+    with pytest.raises(CheckpointError, match=expected) as error:
+        read_state_dict(path, reader="numpy")
+    assert str(error.value).startswith(str(path))
+    assert os.listdir(tmp_path) == ["crafted.pth"]
+    if isinstance(error.value, UnsafeCheckpointError):
+        assert "torch.save(model.state_dict()" in str(error.value)
+
+
+def test_a_pickle_cannot_alter_a_tensor_after_its_checks(tmp_path):
+    # BUILD on a rebuilt tensor would reset its sizes past its storage.
+    array = np.arange(6, dtype=np.float32)
+    state = b"}(X\x04\x00\x00\x00size(J\x00\x00\x01\x00J\x00\x00\x01\x00tu"
+    data = b"\x80\x02}(X\x01\x00\x00\x00w" + tensor_opcodes(array) + state + b"bu."
+    path = tmp_path / "build.pth"
+    write_zip_checkpoint(path, {"w": array}, data_pickle=data)
+    with pytest.raises(CheckpointError, match=r"sets attributes of a _TensorRef"):
+        read_state_dict(path, reader="numpy")
+
+
+def test_no_message_suggests_turning_weights_only_off():
+    source = inspect.getsource(torch_checkpoint)
+    assert "weights_only=False" not in source and "weights_only = False" not in source
+
+
+# The text PyTorch 2.6+ gives when its weights-only reader refuses a pickle.
+TORCH_REFUSAL = (
+    "Weights only load failed. In PyTorch 2.6, we changed the default value of the "
+    "`weights_only` argument in `torch.load` from `False` to `True`. Re-running `torch.load` "
+    "with `weights_only` set to `False` will likely succeed, but it can result in arbitrary "
+    "code execution. Do it only if you got the file from a trusted source.\n\n\nTrying to "
+    "load unsupported GLOBAL os.system whose module os is blocked.\n\nCheck the documentation "
+    "of torch.load to learn more about types accepted by default with weights_only "
+    "https://pytorch.org/docs/stable/generated/torch.load.html."
+)
+
+
+def _fake_torch(monkeypatch, error):
+    def load(*args, **kwargs):
+        raise error
+
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(load=load))
+
+
+def _assert_refusal_message(message, path):
+    assert message.startswith(f"{path}: refused without running anything: the file holds "
+                              "objects other than tensors and plain containers")
+    assert "unsupported GLOBAL os.system" in message
+    assert "torch.save(model.state_dict(), 'weights.pth')" in message
+    assert "weights_only" not in message and "False" not in message
+    assert len(message.splitlines()) == 1
+
+
+def test_a_pickle_refused_by_pytorch_gets_our_message(tmp_path, monkeypatch):
+    path = tmp_path / "evil.pth"
+    write_zip_checkpoint(path, {"w": np.zeros(1, np.float32)},
+                         data_pickle=malicious_pickle("true"))
+    _fake_torch(monkeypatch, pickle.UnpicklingError(TORCH_REFUSAL))
+    with pytest.raises(UnsafeCheckpointError) as error:
+        read_state_dict(path, reader="torch")
+    _assert_refusal_message(str(error.value), path)
+    _fake_torch(monkeypatch, RuntimeError("PytorchStreamReader failed reading zip archive"))
+    with pytest.raises(CheckpointError, match=r"evil.pth: PyTorch cannot read it \(RuntimeError"):
+        read_state_dict(path, reader="torch")
+
+
+def test_pytorch_reader_sizes_are_checked_before_torch_load(tmp_path, monkeypatch):
+    path = tmp_path / "huge.pth"
+    write_zip_checkpoint(path, {"conv1.weight": TERABYTE_TENSOR})
+    _fake_torch(monkeypatch, AssertionError("torch.load must not be reached"))
+    with pytest.raises(CheckpointSizeError, match=r"tensor 'conv1.weight' .* sizes exceed"):
+        read_state_dict(path, reader="torch")
+    with pytest.raises(CheckpointError, match=r"missing.pth: no such checkpoint file"):
+        read_state_dict(tmp_path / "missing.pth", reader="torch")
+
+
+def test_real_pytorch_refusals_and_sizes(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)
+    evil = tmp_path / "evil.pth"
+    write_zip_checkpoint(evil, {"w": np.zeros(1, np.float32)},
+                         data_pickle=malicious_pickle("touch executed"))
+    with pytest.raises(UnsafeCheckpointError) as error:
+        read_state_dict(evil, reader="torch")
+    _assert_refusal_message(str(error.value), evil)
+    assert not (tmp_path / "executed").exists()
+    for name, (path, _) in _damaged_files(tmp_path).items():  # a bad CRC too: torch skips it
+        with pytest.raises(CheckpointError) as error:
+            read_state_dict(path, reader="torch")
+        assert str(error.value).startswith(str(path)), name
+        assert "weights_only" not in str(error.value), name
+    # torch.load keeps the terabyte view without allocating; the copy to numpy is refused.
+    huge = tmp_path / "huge.pth"
+    write_zip_checkpoint(huge, {"conv1.weight": TERABYTE_TENSOR})
+    monkeypatch.setattr(torch_checkpoint, "_precheck_for_torch", lambda path: None)
+    with pytest.raises(CheckpointSizeError, match=r"huge.pth: tensor 'conv1.weight' .* claims "
+                                                  r"1,000,000,000,000 elements \(3.64 TiB\)"):
+        read_state_dict(huge, reader="torch")
 
 
 # --- With PyTorch installed: files written by torch.save, and our writer checked by torch.load.

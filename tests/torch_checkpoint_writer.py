@@ -37,12 +37,17 @@ LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 
 @dataclasses.dataclass
 class StridedTensor:
-    """A tensor `storage[offset + sum(i_k * stride_k)]` of shape `size` (element strides)."""
+    """A tensor `storage[offset + sum(i_k * stride_k)]` of shape `size` (element strides).
+
+    `claimed_numel` makes the storage reference claim another element count than the bytes
+    written (a damaged or crafted file).
+    """
 
     storage: np.ndarray  # 1-D, shared by identity between tensors
     offset: int
     size: tuple
     stride: tuple
+    claimed_numel: int | None = None
 
 
 def _global(module, name):
@@ -55,7 +60,10 @@ def _str(text):
 
 
 def _int(value):
-    return b"J" + struct.pack("<i", value)
+    if -2**31 <= value < 2**31:
+        return b"J" + struct.pack("<i", value)
+    data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(data)]) + data  # LONG1, as pickle writes big ints
 
 
 def _tuple(items):
@@ -77,10 +85,11 @@ class _ObjectPickle:
         self.storages[key] = array
         return key
 
-    def tensor(self, storage, offset, size, stride):
+    def tensor(self, storage, offset, size, stride, claimed_numel=None):
         key = self.storage_key(storage)
+        numel = storage.size if claimed_numel is None else claimed_numel
         pid = [_str("storage"), _global("torch", STORAGE_TYPES[storage.dtype]), _str(key),
-               _str("cpu"), _int(storage.size)]
+               _str("cpu"), _int(numel)]
         if self.legacy:
             pid.append(b"N")
         return (_global("torch._utils", "_rebuild_tensor_v2")
@@ -91,7 +100,7 @@ class _ObjectPickle:
 
     def value(self, obj):
         if isinstance(obj, StridedTensor):
-            return self.tensor(obj.storage, obj.offset, obj.size, obj.stride)
+            return self.tensor(obj.storage, obj.offset, obj.size, obj.stride, obj.claimed_numel)
         if isinstance(obj, np.ndarray):
             flat = np.ascontiguousarray(obj).reshape(-1)
             strides = [int(np.prod(obj.shape[k + 1:])) for k in range(obj.ndim)]
@@ -151,6 +160,12 @@ def write_legacy_checkpoint(path, obj):
             storage = writer.storages[key]
             f.write(struct.pack("<q", storage.size))
             f.write(_storage_bytes(storage))
+
+
+def tensor_opcodes(array):
+    """The opcodes that rebuild `array` from storage "0" (zip layout), to splice into a
+    hand-made `data_pickle` of a file written with `{"w": array}`."""
+    return _ObjectPickle(legacy=False).value(array)
 
 
 def malicious_pickle(command):
