@@ -199,6 +199,12 @@ def test_serving_default_rejects_bad_images_clearly(signatures, images, message)
     (np.zeros((50, 40, 3), np.uint8), [[1, 1, 10]], r"boxes must be float32 \[M, 4\]"),
     (np.zeros((50, 40, 3), np.uint8), [[1, 1, 0, 10]], "w > 0 and h > 0"),
     (np.zeros((50, 40, 3), np.uint8), [[1, np.nan, 5, 10]], "must be finite"),
+    # Inputs that used to answer with confident-looking keypoints:
+    (np.zeros((50, 40, 3), np.uint8), [[5000, 10, 20, 30]], "boxes must overlap the image"),
+    (np.zeros((50, 40, 3), np.uint8), [[1, 1, 20, 30], [-30, 1, 29, 30]],
+     "boxes must overlap the image"),
+    (np.zeros((50, 40, 3), np.uint8), [[0, 0, 1e30, 1e30]], "at most 10 times the image"),
+    (np.zeros((0, 0, 3), np.uint8), [[0, 0, 10, 10]], "height and a width above 0"),
 ])
 def test_full_image_rejects_bad_input_clearly(signatures, image, boxes, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):

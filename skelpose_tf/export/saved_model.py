@@ -25,7 +25,8 @@ options; both are baked into the graph.
 
 Bad input fails with a clear error instead of a wrong answer or a crash: the signatures
 reject another dtype (TensorFlow: "expected to be a uint8 tensor but is a float tensor"), and
-in-graph assertions check every shape and the boxes' sizes, e.g.
+in-graph assertions check every shape, the image's size (no zero side) and the boxes (finite,
+positive sizes, overlapping the image, at most `MAX_BOX_TO_IMAGE` times its size), e.g.
 "images must be uint8 [N, 256, 192, 3] RGB crops; received shape [1 128 96 3]". (Without them
 TensorFlow does not check shapes against a signature: a wrong crop size runs and returns
 nonsense, and an image without the batch axis aborts the process inside the oneDNN
@@ -65,6 +66,8 @@ FULL_IMAGE_SIGNATURE = "full_image"
 METADATA_FILE = "pose_export.json"
 METADATA_VERSION = 1
 BOX_PADDING = 1.25
+# A `full_image` box may be at most this many times the image's width and height.
+MAX_BOX_TO_IMAGE = 10.0
 # Elements of a shape that an assertion message shows (TF's default of 3 cuts a 4-D shape).
 _SHAPE_SUMMARY = 8
 
@@ -244,12 +247,18 @@ class ServingGraph:
                        tf.TensorSpec([None, 4], tf.float32, name="boxes")]
 
     def _checked_image_and_boxes(self, image, boxes):
+        """`image` and `boxes` after in-graph checks of the `full_image` contract: one
+        [height, width, 3] image with both sides > 0; finite [M, 4] boxes with w > 0, h > 0
+        that overlap the image (its pixels span -0.5 ... width - 0.5) and are at most
+        `MAX_BOX_TO_IMAGE` times its size (a box of 1e30 pixels is an error, not a crop)."""
         image_shape, box_shape = tf.shape(image), tf.shape(boxes)
         image_ok = tf.logical_and(tf.equal(tf.size(image_shape), 3), tf.equal(
             tf.concat([image_shape, [0, 0, 0]], axis=0)[2], 3))
         image = _after_assert(image, image_ok, [
             "image must be one uint8 [height, width, 3] RGB image (no batch axis); received "
             "shape", image_shape])
+        image = _after_assert(image, tf.reduce_all(tf.shape(image)[:2] > 0), [
+            "image must have a height and a width above 0; received shape", tf.shape(image)])
         boxes_ok = tf.logical_and(tf.equal(tf.size(box_shape), 2), tf.equal(
             tf.concat([box_shape, [0, 0]], axis=0)[1], 4))
         boxes = _after_assert(boxes, boxes_ok, [
@@ -259,6 +268,16 @@ class ServingGraph:
                                   tf.reduce_all(tf.math.is_finite(boxes)))
         boxes = _after_assert(boxes, sizes_ok, [
             "boxes must be finite (x, y, w, h) with w > 0 and h > 0; received boxes", boxes])
+        size = tf.cast(tf.reverse(tf.shape(image)[:2], [0]), tf.float32)  # (width, height)
+        overlaps = tf.logical_and(tf.reduce_all(boxes[:, :2] < size - 0.5, axis=-1),
+                                  tf.reduce_all(boxes[:, :2] + boxes[:, 2:] > -0.5, axis=-1))
+        boxes = _after_assert(boxes, tf.reduce_all(overlaps), [
+            "boxes must overlap the image (x < width - 0.5, x + w > -0.5, y likewise); image "
+            "(width, height)", size, "received boxes", boxes])
+        in_scale = tf.reduce_all(boxes[:, 2:] <= MAX_BOX_TO_IMAGE * size)
+        boxes = _after_assert(boxes, in_scale, [
+            f"boxes may be at most {MAX_BOX_TO_IMAGE:g} times the image's width and height; "
+            "image (width, height)", size, "received boxes", boxes])
         return image, boxes
 
     # Metadata --------------------------------------------------------------------------------
@@ -401,8 +420,10 @@ def export_saved_model(network, path, *, decoder=None, flip_test=True,
                 },
             },
             FULL_IMAGE_SIGNATURE: {
-                "inputs": {"image": "uint8 [height, width, 3]",
-                           "boxes": "float32 [M, 4], (x, y, w, h) image pixels"},
+                "inputs": {"image": "uint8 [height, width, 3], height and width > 0",
+                           "boxes": ("float32 [M, 4], (x, y, w, h) image pixels, finite, "
+                                     "w > 0 and h > 0, overlapping the image, at most "
+                                     f"{MAX_BOX_TO_IMAGE:g} x its size")},
                 "outputs": {"keypoints": "float32 [M, K, 2], (x, y) image pixels",
                             "keypoint_scores": "float32 [M, K]"},
                 "box_padding": graph.padding,
