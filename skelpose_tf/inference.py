@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from skelpose_tf.codec import HeatmapCodec
-from skelpose_tf.data.transforms import crop_to_image
+from skelpose_tf.crop_geometry import crop_to_image
 
 
 def codec_for_model(network, decoder="weighted", sigma=None, top_n=20):

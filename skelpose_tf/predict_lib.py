@@ -35,18 +35,17 @@ import os
 import cv2
 import numpy as np
 
+from skelpose_tf.crop_geometry import (BOX_PADDING, affine_matrix, apply_affine,
+                                       box_to_center_scale, input_aspect_ratio)
 from skelpose_tf.data.images import (ImageDecodeError, decode_image, read_image_bytes,
                                      read_image_size)
 from skelpose_tf.data.pipeline import make_eval_dataset
 from skelpose_tf.data.records import PersonRecord, SkipReport, as_float32
-from skelpose_tf.data.transforms import (affine_matrix, apply_affine, box_to_center_scale,
-                                         input_aspect_ratio)
 from skelpose_tf.drawing import draw_box, draw_pose, tile_images
 from skelpose_tf.evaluation.coco_metric import rescore_instances
 from skelpose_tf.inference import PosePredictor, codec_for_model, run_inference
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-BOX_PADDING = 1.25
 WHOLE_IMAGE_PADDING = 1.0
 MIN_PANEL_CROP_WIDTH = 160
 PANEL_CAPTION_HEIGHT = 20
@@ -244,8 +243,10 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints):
             source = (f"whole image (not listed in {boxes_file})" if boxes_file
                       else "whole image (no boxes given)")
         images.append((path, size, source))
-        for box, score in zip(image_boxes, scores):
-            center, scale = box_to_center_scale(box, aspect_ratio, padding)
+        centers, scales = box_to_center_scale(np.reshape(image_boxes, (-1, 4)), aspect_ratio,
+                                              padding)
+        for box, center, scale, score in zip(image_boxes, np.asarray(centers),
+                                             np.asarray(scales), scores):
             records.append(_record(path, image_id, size, box, center, scale, score,
                                    num_keypoints))
     return records, images
@@ -424,7 +425,7 @@ def _write_maps(network, codec, prediction, out_dir, stem, threshold) -> list:
     for p, crop in enumerate(crops):
         matrix = affine_matrix(prediction.centers[p], prediction.scales[p], 0.0,
                                network.input_size)
-        crop_keypoints = apply_affine(prediction.keypoints[p], matrix)
+        crop_keypoints = np.asarray(apply_affine(prediction.keypoints[p], matrix))
         path = os.path.join(out_dir, f"{stem}_person{p}_maps.png")
         _write_png(path, maps_panel(network, codec, crop, crop_keypoints,
                                     prediction.keypoint_scores[p], threshold))

@@ -277,7 +277,7 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
     """
     from skelpose_tf.data.coco import read_coco_keypoints
     from skelpose_tf.data.pipeline import make_eval_dataset
-    from skelpose_tf.data.transforms import crop_to_image
+    from skelpose_tf.crop_geometry import crop_to_image
     from skelpose_tf.evaluation.coco_metric import GROUND_TRUTH_BOXES, load_coco_ground_truth
     from skelpose_tf.inference import coco_evaluate
 
@@ -298,8 +298,8 @@ def evaluate_exported_ap(artifact, annotation_file, image_dir, results_file, *,
     for images, meta in make_eval_dataset(records, keypoint_set, runner.input_size, batch_size):
         predicted = runner.predict(images.numpy())
         center, scale = meta["center"].numpy(), meta["scale"].numpy()
-        parts["keypoints"].append(crop_to_image(predicted["keypoints"], center, scale,
-                                                runner.input_size))
+        parts["keypoints"].append(np.asarray(crop_to_image(predicted["keypoints"], center,
+                                                           scale, runner.input_size)))
         parts["scores"].append(predicted["keypoint_scores"])
         for key in ("image_id", "center", "scale", "box_score"):
             parts[key].append(meta[key].numpy())
