@@ -53,10 +53,9 @@ from skelpose_tf.evaluation.coco_metric import (
     load_coco_results,
 )
 from skelpose_tf.evaluation.mpii_pckh import (
-    EXCLUDED_FROM_MEAN,
-    PCKH_GROUPS,
     PckhResult,
     compute_pckh,
+    lacking_pckh_joints,
     read_mpii_gt_mat,
 )
 from skelpose_tf.inference import predict_records
@@ -279,8 +278,7 @@ def score_coco_results(results_file, annotation_file, keypoint_set,
 
 
 def _check_mpii_keypoints(keypoint_set) -> None:
-    needed = [name for _, names in PCKH_GROUPS for name in names] + list(EXCLUDED_FROM_MEAN)
-    lacking = [name for name in dict.fromkeys(needed) if name not in keypoint_set.keypoint_names]
+    lacking = lacking_pckh_joints(keypoint_set)
     if lacking:
         raise ValueError(
             f"MPII PCKh needs a model of the MPII keypoint set; this one predicts keypoint set "

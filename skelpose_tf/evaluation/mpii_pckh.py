@@ -195,6 +195,13 @@ class PckhResult:
         }
 
 
+def lacking_pckh_joints(keypoint_set) -> list:
+    """The MPII joints PCKh reads (its groups and the joints left out of the mean) that
+    `keypoint_set` does not name, in PCKh order."""
+    needed = [name for _, names in PCKH_GROUPS for name in names] + list(EXCLUDED_FROM_MEAN)
+    return [name for name in dict.fromkeys(needed) if name not in keypoint_set.keypoint_names]
+
+
 def compute_pckh(
     predictions,
     joints,
@@ -219,8 +226,7 @@ def compute_pckh(
         A `PckhResult`. A group whose joints are never annotated is NaN (the official code
         divides by zero there); a group with one annotated side takes that side's value.
     """
-    needed = [name for _, names in PCKH_GROUPS for name in names] + list(EXCLUDED_FROM_MEAN)
-    lacking = [name for name in dict.fromkeys(needed) if name not in keypoint_set.keypoint_names]
+    lacking = lacking_pckh_joints(keypoint_set)
     if lacking:
         raise ValueError(
             f"PCKh needs the MPII joint names; keypoint set {keypoint_set.name!r} lacks "
