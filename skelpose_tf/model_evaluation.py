@@ -131,11 +131,11 @@ class Evaluation:
         return fields
 
 
-def _runner(model, flip_test, decoder):
+def _runner(model, flip_test):
     """The runner of `model`: a Keras network with its codec, or an exported model as it is."""
     from skelpose_tf.export.runtime import open_runner
 
-    return open_runner(model, flip_test=flip_test, decoder=decoder)
+    return open_runner(model, flip_test=flip_test)
 
 
 def _check_decoders(decoders, runner) -> list:
@@ -223,7 +223,7 @@ def evaluate_coco_decoders(model, annotation_file, image_dir, det_boxes_json="",
         ValueError: a model of another keypoint set, or no person to evaluate (e.g. the
             image folder is wrong: the skipped inputs are listed).
     """
-    runner = _runner(model, flip_test, None)
+    runner = _runner(model, flip_test)
     decoders = _check_decoders(decoders, runner)
     keypoint_set = runner.codec.keypoint_set
     _check_coco_keypoints(keypoint_set, annotation_file)
@@ -349,7 +349,7 @@ def evaluate_mpii_decoders(model, annotation_file, image_dir, head_boxes="", *,
     Returns:
         {decoder: `Evaluation`} (metric: `PckhResult`).
     """
-    runner = _runner(model, flip_test, None)
+    runner = _runner(model, flip_test)
     decoders = _check_decoders(decoders, runner)
     keypoint_set = runner.codec.keypoint_set
     _check_mpii_keypoints(keypoint_set)
