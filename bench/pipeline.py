@@ -14,10 +14,13 @@ thread pool of 1, TF intra/inter-op threads 1, `cv2.setNumThreads(1)`):
   people),
 
 taking turns (each repeat times every stage once, so load changes hit all alike), plus per-call
-costs of the numpy steps measured outside tf.data. Rates are per CPU-second of the process (all
-its threads), which a shared, loaded machine disturbs far less than wall-clock rates (also
-shown). Every figure is per person sample (a person crop decodes its whole image). Prints a
-markdown table, the command, the machine, the date and the load average.
+costs of the pipeline's steps measured outside tf.data, among them the crop geometry
+(`skelpose_tf.crop_geometry`, keras.ops) called eagerly with numpy inputs, per person and per
+batch: what it would cost in the numpy worker (the pipeline runs it in the tf.data graph).
+Rates are per CPU-second of the process (all its threads), which a shared, loaded machine
+disturbs far less than wall-clock rates (also shown). Every figure is per person sample (a
+person crop decodes its whole image). Prints a markdown table, the command, the machine, the
+date and the load average.
 
     python -m bench.pipeline [--images 64] [--samples 1000] [--repeats 5]
 """
@@ -39,7 +42,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from skelpose_tf.data import coco, images, pipeline, tfrecords, transforms  # noqa: E402
+from skelpose_tf.data import coco, images, pipeline, tfrecords  # noqa: E402
 from skelpose_tf.data.augment import AugmentConfig, sample_augmentation  # noqa: E402
 from skelpose_tf.data.records import SkipReport  # noqa: E402
 from skelpose_tf.data.synthetic import generate_dataset  # noqa: E402
@@ -126,22 +129,38 @@ def _numpy_steps(records):
     rng = np.random.default_rng(0)
     config = AugmentConfig.coco()
     height, width = INPUT_SIZE
-    matrix = transforms.affine_matrix(record.center, record.scale, 30.0, INPUT_SIZE, True)
-    # The pipeline's per-person step (private class; the same code tf.data runs).
+    # The pipeline's per-person steps (private class; the same code tf.data runs).
     maker = pipeline._SampleMaker(COCO, INPUT_SIZE, config, SkipReport())
+    batch = _BATCH.value
+
+    def people(count):
+        return [np.repeat(np.asarray(v, np.float32)[None], count, axis=0) for v in (
+            record.center, record.scale, record.keypoints, record.visibility)]
+
+    def geometry(count):
+        centers, scales, keypoints, visibility = people(count)
+        rotations, flips = np.full(count, 30.0, np.float32), np.ones(count, bool)
+        return lambda: {key: np.asarray(value) for key, value in maker.geometry(
+            centers, scales, rotations, flips, keypoints, visibility).items()}
+
+    plan = geometry(1)()
+    matrix, corners = plan["matrix"][0], plan["corners"][0]
+    seeds = np.arange(batch, dtype=np.int64)
     return [
         ("read file", _micro(lambda: images.read_image_bytes(record.image_path))),
         ("decode_image(rgb=False): cv2.imdecode + checks",
          _micro(lambda: images.decode_image(data, rgb=False))),
         ("sample_augmentation", _micro(lambda: sample_augmentation(
             rng, record.center, record.scale, record.keypoints, record.visibility,
-            COCO.upper_body, width / height, config))),
-        ("affine_matrix + apply_affine", _micro(lambda: transforms.apply_affine(
-            record.keypoints, transforms.affine_matrix(record.center, record.scale, 30.0,
-                                                       INPUT_SIZE, True)))),
-        ("whole crop step (augmentation, window to RGBA, warp, keypoints)",
-         _micro(lambda: maker.crop(image, record.center, record.scale, record.keypoints,
-                                   record.visibility, 7))),
+            COCO.upper_body, config))),
+        (f"augmentation draw of a batch ({batch} people, `_SampleMaker.augment`)",
+         _micro(lambda: maker.augment(*people(batch), seeds), repeats=30)),
+        ("crop geometry (crop_geometry, keras.ops) called eagerly on numpy, 1 person",
+         _micro(geometry(1), repeats=30)),
+        (f"crop geometry called eagerly on numpy, a batch of {batch} people (per call)",
+         _micro(geometry(batch), repeats=30)),
+        ("warp step (window to RGBA, cv2.warpAffine, to RGB)",
+         _micro(lambda: maker.warp(image, matrix, corners))),
         ("for comparison: cv2.warpAffine of the whole 3-channel image",
          _micro(lambda: cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR))),
     ]
@@ -198,7 +217,7 @@ def main(argv):
         cpu = statistics.median(cpu_rates)
         runs = ", ".join(f"{r:.0f}" for r in cpu_rates)
         print(f"| {name} | {cpu:.0f} | {cpu / reference:.0%} | {max(wall_rates):.0f} | {runs} |")
-    print("\n| numpy step, outside tf.data | us per call (median) |")
+    print("\n| step, outside tf.data | us per call (median) |")
     print("|---|---|")
     for name, micros in steps:
         print(f"| {name} | {micros:.0f} |")

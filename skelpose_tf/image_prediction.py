@@ -41,17 +41,16 @@ import os
 import cv2
 import numpy as np
 
+from skelpose_tf.crop_geometry import BOX_PADDING, box_to_center_scale, input_aspect_ratio
 from skelpose_tf.data.images import (ImageDecodeError, decode_image, load_for_record,
                                      read_image_bytes, read_image_size)
 from skelpose_tf.data.records import PersonRecord, SkipReport, as_float32
-from skelpose_tf.data.transforms import box_to_center_scale, input_aspect_ratio
 from skelpose_tf.drawing import draw_box, draw_pose, maps_panel
 from skelpose_tf.evaluation.coco_metric import rescore_instances
 from skelpose_tf.export.runtime import open_runner
 from skelpose_tf.inference import predict_records
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-BOX_PADDING = 1.25
 WHOLE_IMAGE_PADDING = 1.0
 COORDINATES = "original-image pixels (x, y), 0-based, pixel centres at integers"
 
@@ -254,8 +253,10 @@ def person_records(image_paths, boxes, boxes_file, input_size, num_keypoints, sk
                       else "whole image (no boxes given)")
         image_id = len(images)
         images.append((path, size, source))
-        for box, score in zip(image_boxes, scores):
-            center, scale = box_to_center_scale(box, aspect_ratio, padding)
+        centers, scales = box_to_center_scale(np.reshape(image_boxes, (-1, 4)), aspect_ratio,
+                                              padding)
+        for box, center, scale, score in zip(image_boxes, np.asarray(centers),
+                                             np.asarray(scales), scores):
             records.append(_record(path, image_id, size, box, center, scale, score,
                                    num_keypoints))
     return records, images

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from skelpose_tf.codec import HeatmapCodec
-from skelpose_tf.data.transforms import crop_to_image
+from skelpose_tf.crop_geometry import crop_to_image
 
 _META_KEYS = ("record_index", "image_id", "center", "scale", "box_score")
 
@@ -163,7 +163,7 @@ def run_inference(runner, dataset, decoders=None, log_every=50, out=sys.stdout,
         for name in decoders:
             keypoints, scores = _decoded(runner, outputs, name)
             keypoint_parts[name].append(
-                crop_to_image(keypoints, center, scale, runner.input_size))
+                np.asarray(crop_to_image(keypoints, center, scale, runner.input_size)))
             score_parts[name].append(scores)
             if keep_crops and name == decoders[0]:
                 kept.setdefault("crop_keypoints", []).append(keypoints)

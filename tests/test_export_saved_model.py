@@ -17,7 +17,7 @@ import pytest
 from pose_fixtures import TINY_INPUT_SIZE, he_initialised_tiny_model, lose_keypoints
 import tensorflow as tf
 
-from skelpose_tf.data.transforms import affine_matrix, box_to_center_scale, crop_to_image
+from skelpose_tf.crop_geometry import affine_matrix, box_to_center_scale, crop_to_image
 from skelpose_tf.export import DEFAULT_TOLERANCES
 from skelpose_tf.inference import PosePredictor
 from skelpose_tf.export.runtime import SavedModelRunner
@@ -136,13 +136,15 @@ def _val_image_and_boxes(data):
 def test_in_graph_crop_matches_the_pipeline_crop(data, network):
     image, boxes = _val_image_and_boxes(data)
     graph = ServingGraph(network)
-    center, scale = box_to_center_scale(boxes, INPUT_SIZE[1] / INPUT_SIZE[0])
+    center, scale = (np.asarray(v) for v in box_to_center_scale(boxes,
+                                                                 INPUT_SIZE[1] / INPUT_SIZE[0]))
     graph_center, graph_scale = graph.crop_regions(tf.constant(boxes))
     np.testing.assert_allclose(graph_center.numpy(), center, rtol=1e-6)
     np.testing.assert_allclose(graph_scale.numpy(), scale, rtol=1e-6)
     crops = graph.crop(tf.constant(image), graph_center, graph_scale).numpy()
     for i in range(len(boxes)):
-        expected = cv2.warpAffine(image, affine_matrix(center[i], scale[i], 0.0, INPUT_SIZE),
+        expected = cv2.warpAffine(image, np.asarray(affine_matrix(center[i], scale[i], 0.0,
+                                                                  INPUT_SIZE)),
                                   INPUT_SIZE[::-1], flags=cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         difference = np.abs(crops[i].astype(int) - expected.astype(int))
@@ -153,9 +155,10 @@ def test_in_graph_crop_matches_the_pipeline_crop(data, network):
 def test_full_image_equals_crops_mapped_back_to_the_image(data, network, signatures):
     image, boxes = _val_image_and_boxes(data)
     outputs = signatures[FULL_IMAGE_SIGNATURE](image=image, boxes=boxes)
-    center, scale = box_to_center_scale(boxes, INPUT_SIZE[1] / INPUT_SIZE[0])
+    center, scale = (np.asarray(v) for v in box_to_center_scale(boxes,
+                                                                 INPUT_SIZE[1] / INPUT_SIZE[0]))
     pipeline_crops = np.stack([
-        cv2.warpAffine(image, affine_matrix(c, s, 0.0, INPUT_SIZE), INPUT_SIZE[::-1],
+        cv2.warpAffine(image, np.asarray(affine_matrix(c, s, 0.0, INPUT_SIZE)), INPUT_SIZE[::-1],
                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         for c, s in zip(center, scale)])
     from_crops = signatures[SERVING_SIGNATURE](images=pipeline_crops)

@@ -4,11 +4,13 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from data_fixtures import blob_image, coco_keypoints, constant_jpeg, encode, write_coco, write_image
+from skelpose_tf import crop_geometry
 from skelpose_tf.data import coco, pipeline, tfrecords
 from skelpose_tf.data.augment import AugmentConfig
 from skelpose_tf.data.records import PersonRecord, SkipReport
@@ -155,6 +157,61 @@ def test_eval_crops_match_the_closed_form(people):
         labelled = record.visibility > 0
         np.testing.assert_allclose(meta["keypoints"][i][labelled], expected[labelled], atol=1e-3)
     _check_blobs_under_keypoints(images, meta["keypoints"], meta["visibility"], flipped=False)
+
+
+def test_eval_crops_equal_the_crop_geometry_cutter(people, tmp_path):
+    """The pipeline's OpenCV crop and `crop_geometry.cut_crops` (the serving graph's cutter)
+    cut the same region alike, to one grey level (OpenCV's fixed-point bilinear weights)."""
+    noise = np.random.default_rng(7).integers(0, 256, (120, 100, 3), dtype=np.uint8)
+    write_image(str(tmp_path / "noise.png"), noise)
+    # Regions inside, across the border and larger than the image; a noise image makes any
+    # sub-pixel disagreement visible (a half-pixel shift differs by tens of levels).
+    regions = [([50.3, 61.7], [36.0, 48.0]), ([4.2, 100.9], [45.0, 60.0]),
+               ([50.0, 60.0], [300.0, 400.0]), ([-30.0, 20.0], [42.0, 56.0])]
+    records = [PersonRecord(
+        image_path=str(tmp_path / "noise.png"), image_id=0, image_size=(120, 100),
+        box=np.zeros(4, np.float32), center=np.asarray(center, np.float32),
+        scale=np.asarray(scale, np.float32), keypoints=np.zeros((K, 2), np.float32),
+        visibility=np.zeros((K,), np.float32)) for center, scale in regions]
+    images, meta = next(iter(pipeline.make_eval_dataset(records, COCO, INPUT_SIZE, 8)))
+    matrices = crop_geometry.affine_matrix(meta["center"], meta["scale"], 0.0, INPUT_SIZE)
+    cut = np.asarray(crop_geometry.cut_crops(noise, matrices, INPUT_SIZE))
+    difference = np.abs(images.numpy().astype(int) - cut.astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+    assert cut[1].min() == 0 and cut[1].max() > 200  # part outside the image: black
+    assert not cut[3][:, :10].any()  # the left of this crop is outside the image
+
+
+@pytest.mark.parametrize("center, scale, rotation, flip", [
+    ([60.0, 45.0], [30.0, 40.0], 0.0, False),  # small region inside the image
+    ([60.0, 45.0], [60.0, 80.0], 37.0, True),  # rotated
+    ([5.0, 80.0], [60.0, 80.0], -20.0, False),  # cut by the image border
+    ([60.0, 45.0], [600.0, 800.0], 10.0, False),  # larger than the image
+])
+def test_warping_only_the_source_window_gives_the_same_crop(center, scale, rotation, flip):
+    image = np.random.default_rng(6).integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    matrix = np.asarray(crop_geometry.affine_matrix(center, scale, rotation, (64, 48), flip))
+    corners = np.asarray(crop_geometry.crop_corners(matrix, (64, 48)))
+    full = cv2.warpAffine(image, matrix, (48, 64), flags=cv2.INTER_LINEAR)
+    x0, y0, x1, y1 = pipeline.source_window(corners, image.shape[:2])
+    assert 0 <= x0 <= x1 <= 119 and 0 <= y0 <= y1 <= 89
+    window = cv2.warpAffine(image[y0 : y1 + 1, x0 : x1 + 1],
+                            pipeline.shift_source(matrix, x0, y0), (48, 64),
+                            flags=cv2.INTER_LINEAR)
+    assert np.abs(window.astype(int) - full.astype(int)).max() <= 1
+    maker = pipeline._SampleMaker(COCO, (64, 48), None, SkipReport())
+    rgb = maker.warp(image, matrix, corners)  # the pipeline's step: BGR in, RGB out
+    assert np.abs(rgb.astype(int) - full[..., ::-1].astype(int)).max() <= 1
+
+
+def test_source_window_bounds():
+    def window(center, scale):
+        matrix = crop_geometry.affine_matrix(center, scale, 0.0, (64, 48))
+        return pipeline.source_window(crop_geometry.crop_corners(matrix, (64, 48)), (90, 120))
+
+    assert window([500.0, 45.0], [30.0, 40.0]) is None
+    # region x in [54, 66], y in [37, 53]: one more pixel on each side for bilinear sampling
+    assert window([60.0, 45.0], [12.0, 16.0]) == (53, 36, 67, 54)
 
 
 def test_seeded_training_is_reproducible(people):
@@ -344,7 +401,7 @@ def test_tfrecords_command_line(people, tmp_path):
 # The project's synthetic data set ----------------------------------------------------------------
 
 def test_synthetic_dataset_through_readers_and_pipelines(tmp_path):
-    from skelpose_tf.data import mpii, transforms
+    from skelpose_tf.data import mpii
     from skelpose_tf.data.synthetic import generate_dataset
 
     paths = generate_dataset(str(tmp_path), 6, 3, seed=0)
@@ -368,7 +425,8 @@ def test_synthetic_dataset_through_readers_and_pipelines(tmp_path):
     meta = {key: np.concatenate([b[1][key].numpy() for b in batches]) for key in batches[0][1]}
     np.testing.assert_array_equal(meta["record_index"], np.arange(len(val)))
     # crop -> image round trip recovers the annotated keypoints
-    back = transforms.crop_to_image(meta["keypoints"], meta["center"], meta["scale"], INPUT_SIZE)
+    back = np.asarray(crop_geometry.crop_to_image(meta["keypoints"], meta["center"],
+                                                  meta["scale"], INPUT_SIZE))
     for record, points in zip(val, back):
         labelled = record.visibility > 0
         np.testing.assert_allclose(points[labelled], record.keypoints[labelled], atol=1e-3)

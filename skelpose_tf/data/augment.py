@@ -5,8 +5,9 @@ order (`JointsDataset.__getitem__` of leoxiaobin/deep-high-resolution-net.pytorc
 
 1. Half body, with probability `half_body_prob` when more than `half_body_min_keypoints`
    keypoints are labelled: the region becomes the box of the upper or the lower body's labelled
-   keypoints (centre = their mean), fixed to the input's aspect ratio and enlarged
-   `half_body_padding` times. The upper body is chosen when a *standard normal* draw is below
+   keypoints (centre = their mean), enlarged `half_body_padding` times (and, when the crop is
+   cut, to the input's aspect ratio: `crop_geometry.fix_aspect_ratio`, see `Augmentation`).
+   The upper body is chosen when a *standard normal* draw is below
    `half_body_upper_threshold` (the official code draws `randn() < 0.5`, so the upper body is
    chosen with probability Phi(0.5) = 0.69, not 0.5; set the threshold to 0 for an even choice)
    and has more than 2 labelled keypoints; otherwise the lower body if it has more than 2, else
@@ -24,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-
-from skelpose_tf.data.transforms import fix_aspect_ratio
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +96,11 @@ class Augmentation:
 
     Attributes:
         center: float32 [2], region centre in image pixels.
-        scale: float32 [2], region (width, height) in image pixels.
+        scale: float32 [2], region (width, height) in image pixels, not yet at the input's
+            aspect ratio when it is a half-body region: the crop is cut from
+            `crop_geometry.fix_aspect_ratio(scale, aspect_ratio)` (the pipeline does this for
+            every augmented region, in one batched call; a record's region, times the scale
+            factor, already has the aspect ratio and stays as it is).
         rotation: degrees, counter-clockwise on screen.
         flip: whether the crop is mirrored (and left/right keypoints swapped).
     """
@@ -108,20 +111,21 @@ class Augmentation:
     flip: bool
 
 
-def half_body_region(keypoints, labelled, upper_body, aspect_ratio, padding, prefer_upper):
+def half_body_region(keypoints, labelled, upper_body, padding, prefer_upper):
     """The region around the upper or lower body's labelled keypoints, or None.
 
     Args:
         keypoints: float [K, 2], image pixels.
         labelled: bool [K], which keypoints are labelled.
         upper_body: indices of the upper-body keypoints (`KeypointSet.upper_body`).
-        aspect_ratio: the model input's width / height.
         padding: enlargement factor of the keypoints' box.
         prefer_upper: take the upper body if it has more than 2 labelled keypoints.
 
     Returns:
-        (center float32 [2], scale float32 [2]) or None when the chosen part has fewer than 2
-        labelled keypoints or they all coincide.
+        (center float32 [2], size float32 [2]): the keypoints' mean and their box's
+        (width, height) times `padding`, before the aspect-ratio fix (`Augmentation`). None
+        when the chosen part has fewer than 2 labelled keypoints or they all coincide (the box
+        has neither width nor height, so no aspect-ratio fix can give it an area).
     """
     is_upper = np.zeros(len(labelled), bool)
     is_upper[list(upper_body)] = True
@@ -134,14 +138,13 @@ def half_body_region(keypoints, labelled, upper_body, aspect_ratio, padding, pre
     if len(chosen) < 2:
         return None
     center = chosen.mean(axis=0)
-    size = chosen.max(axis=0) - chosen.min(axis=0)
-    scale = fix_aspect_ratio(size, aspect_ratio) * np.float32(padding)
-    if not np.all(scale > 0):
+    size = (chosen.max(axis=0) - chosen.min(axis=0)) * np.float32(padding)
+    if not np.any(size > 0):
         return None
-    return center.astype(np.float32), scale
+    return center.astype(np.float32), size.astype(np.float32)
 
 
-def sample_augmentation(rng, center, scale, keypoints, visibility, upper_body, aspect_ratio,
+def sample_augmentation(rng, center, scale, keypoints, visibility, upper_body,
                         config: AugmentConfig) -> Augmentation:
     """Draw one person's augmentation in the official order (module docstring).
 
@@ -152,7 +155,6 @@ def sample_augmentation(rng, center, scale, keypoints, visibility, upper_body, a
         keypoints: float [K, 2], image pixels.
         visibility: float [K], > 0 where labelled.
         upper_body: the keypoint set's upper-body indices.
-        aspect_ratio: the model input's width / height.
         config: an `AugmentConfig`.
 
     Returns:
@@ -163,8 +165,7 @@ def sample_augmentation(rng, center, scale, keypoints, visibility, upper_body, a
     labelled = np.asarray(visibility) > 0
     if labelled.sum() > config.half_body_min_keypoints and rng.random() < config.half_body_prob:
         region = half_body_region(
-            np.asarray(keypoints, np.float32), labelled, upper_body, aspect_ratio,
-            config.half_body_padding,
+            np.asarray(keypoints, np.float32), labelled, upper_body, config.half_body_padding,
             prefer_upper=rng.standard_normal() < config.half_body_upper_threshold,
         )
         if region is not None:

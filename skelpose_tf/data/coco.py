@@ -8,7 +8,8 @@ Both follow the official HRNet code (`lib/dataset/coco.py`):
 - instances without any labelled keypoint are left out (`require_keypoints=True`), for training
   *and* for evaluation with ground-truth boxes, as the official code does (6,352 of val2017's
   instances);
-- centre/scale from the box (`box_to_center_scale`: the input's aspect ratio, x1.25, in pixels);
+- centre/scale from the box (`crop_geometry.box_to_center_scale`: the input's aspect ratio,
+  x1.25, in pixels), for all records of a file in one call;
 - detector boxes from a `COCO_val2017_detections_AP_H_56_person.json`-style list of
   {image_id, category_id, bbox, score}, used as given, with an optional score threshold.
 
@@ -32,15 +33,15 @@ import os
 
 import numpy as np
 
+from skelpose_tf.crop_geometry import BOX_PADDING, box_to_center_scale, input_aspect_ratio
 from skelpose_tf.data.records import (PersonRecord, SkipReport, as_float32,
                                       unlabel_outside_image)
-from skelpose_tf.data.transforms import box_to_center_scale, input_aspect_ratio
 from skelpose_tf.evaluation.coco_files import refuse_duplicates
 from skelpose_tf.keypoints import get_keypoint_set
 
 
 def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
-                        require_keypoints=True, padding=1.25, category_id=None,
+                        require_keypoints=True, padding=BOX_PADDING, category_id=None,
                         report: SkipReport | None = None) -> list:
     """Read person instances with ground-truth boxes from a COCO keypoint annotation file.
 
@@ -51,7 +52,7 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
         input_size: (height, width) of the model input; sets the regions' aspect ratio.
         require_keypoints: leave out instances without a labelled keypoint (official HRNet, for
             training and for ground-truth-box evaluation).
-        padding: region enlargement around the box (1.25 in HRNet).
+        padding: region enlargement around the box (`BOX_PADDING`, 1.25 in HRNet).
         category_id: the category holding the people; by default the one named "person", or the
             only category that lists keypoints.
         report: a `SkipReport` that counts what was left out or repaired (a new one if None; the
@@ -75,7 +76,7 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
                        if isinstance(a, dict) and isinstance(a.get("id"), int)],
                       annotation_file, "annotation")
     num_keypoints = keypoint_set.num_keypoints
-    records = []
+    fields = []
     images_with_people = set()
     file_exists = functools.lru_cache(maxsize=None)(os.path.isfile)  # one check per image
     for position, annotation in enumerate(annotations):
@@ -117,21 +118,20 @@ def read_coco_keypoints(annotation_file, image_dir, keypoint_set, input_size, *,
         if not file_exists(image_path):
             report.skip("missing image file", f"{where} ({image_path})")
             continue
-        center, scale = box_to_center_scale(box, aspect_ratio, padding)
-        records.append(PersonRecord(
+        fields.append(dict(
             image_path=image_path, image_id=image_id, image_size=(height, width), box=box,
-            center=center, scale=scale, keypoints=keypoints, visibility=visibility,
-            box_score=1.0, annotation_id=annotation_id,
+            keypoints=keypoints, visibility=visibility, box_score=1.0,
+            annotation_id=annotation_id,
         ))
     for image_id, (image_path, _) in images.items():
         if image_id not in images_with_people:
             report.skip("image without people", f"{annotation_file} image id {image_id} "
                         f"({image_path})", level=logging.INFO)
-    return records
+    return _with_regions(fields, aspect_ratio, padding)
 
 
 def read_coco_detections(detection_file, annotation_file, image_dir, keypoint_set, input_size,
-                         *, score_threshold=0.0, category_id=1, padding=1.25,
+                         *, score_threshold=0.0, category_id=1, padding=BOX_PADDING,
                          report: SkipReport | None = None) -> list:
     """Read detector person boxes (HRNet's `COCO_val2017_detections_AP_H_56_person.json` format).
 
@@ -143,7 +143,7 @@ def read_coco_detections(detection_file, annotation_file, image_dir, keypoint_se
         input_size: (height, width) of the model input.
         score_threshold: boxes scoring below this are left out (HRNet: 0.0, all kept).
         category_id: category of the person boxes (1 in COCO).
-        padding: region enlargement around the box (1.25 in HRNet).
+        padding: region enlargement around the box (`BOX_PADDING`, 1.25 in HRNet).
         report: a `SkipReport` (a new one if None).
 
     Returns:
@@ -164,7 +164,7 @@ def read_coco_detections(detection_file, annotation_file, image_dir, keypoint_se
     file_exists = functools.lru_cache(maxsize=None)(os.path.isfile)  # one check per image
     zeros_keypoints = np.zeros((keypoint_set.num_keypoints, 2), np.float32)
     zeros_visibility = np.zeros((keypoint_set.num_keypoints,), np.float32)
-    records = []
+    fields = []
     for position, detection in enumerate(detections):
         where = f"{detection_file} detection #{position}"
         if not isinstance(detection, dict):
@@ -189,13 +189,23 @@ def read_coco_detections(detection_file, annotation_file, image_dir, keypoint_se
         if not file_exists(image_path):
             report.skip("missing image file", f"{where} ({image_path})")
             continue
-        center, scale = box_to_center_scale(box, aspect_ratio, padding)
-        records.append(PersonRecord(
+        fields.append(dict(
             image_path=image_path, image_id=image_id, image_size=image_size, box=box,
-            center=center, scale=scale, keypoints=zeros_keypoints, visibility=zeros_visibility,
-            box_score=float(score),
+            keypoints=zeros_keypoints, visibility=zeros_visibility, box_score=float(score),
         ))
-    return records
+    return _with_regions(fields, aspect_ratio, padding)
+
+
+def _with_regions(fields, aspect_ratio, padding) -> list:
+    """`PersonRecord`s from their fields but the region, which comes from the boxes: all
+    records' regions in one `box_to_center_scale` call (an eager keras.ops call costs far more
+    than the arithmetic, so not one per record)."""
+    if not fields:
+        return []
+    centers, scales = (np.asarray(v, np.float32) for v in box_to_center_scale(
+        np.stack([f["box"] for f in fields]), aspect_ratio, padding))
+    return [PersonRecord(**f, center=center, scale=scale)
+            for f, center, scale in zip(fields, centers, scales)]
 
 
 def _load_json(path):

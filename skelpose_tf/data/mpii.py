@@ -30,17 +30,17 @@ import os
 import numpy as np
 import scipy.io
 
+from skelpose_tf.crop_geometry import BOX_PADDING, fix_aspect_ratio, input_aspect_ratio
 from skelpose_tf.data.images import ImageDecodeError, read_image_size
 from skelpose_tf.data.records import (PersonRecord, SkipReport, as_float32,
                                       unlabel_outside_image)
-from skelpose_tf.data.transforms import fix_aspect_ratio, input_aspect_ratio
 from skelpose_tf.keypoints import get_keypoint_set
 
 PIXEL_STD = 200.0
 
 
 def read_mpii(annotation_file, image_dir, input_size, *, keypoint_set="mpii",
-              gt_mat_file=None, require_joints=True, padding=1.25,
+              gt_mat_file=None, require_joints=True, padding=BOX_PADDING,
               report: SkipReport | None = None) -> list:
     """Read MPII person annotations.
 
@@ -53,7 +53,7 @@ def read_mpii(annotation_file, image_dir, input_size, *, keypoint_set="mpii",
         gt_mat_file: optional `gt_valid.mat`-style file with `headboxes_src` [2, 2, N].
         require_joints: entries must have "joints" and "joints_vis" (False for a test-set file
             without them: the records then have no labelled keypoints).
-        padding: region enlargement (HRNet: 1.25).
+        padding: region enlargement (`BOX_PADDING`, HRNet: 1.25).
         report: a `SkipReport` (a new one if None).
 
     Returns:
@@ -72,7 +72,7 @@ def read_mpii(annotation_file, image_dir, input_size, *, keypoint_set="mpii",
     num_joints = keypoint_set.num_keypoints
     image_ids = {}
     image_sizes = {}
-    records = []
+    fields, padded_sides = [], []
     for position, entry in enumerate(entries):
         where = f"{annotation_file} entry #{position}"
         if not isinstance(entry, dict):
@@ -119,19 +119,24 @@ def read_mpii(annotation_file, image_dir, input_size, *, keypoint_set="mpii",
         image_size = tuple(int(v) for v in image_sizes[image_path])
 
         side = PIXEL_STD * float(scale)  # the unpadded square around the person
+        padded_sides.append(side * padding)
         center = center + np.asarray([0.0, 15.0 * float(scale)], np.float32) - 1.0
-        region = fix_aspect_ratio(np.full((2,), side * padding, np.float32), aspect_ratio)
         keypoints, visibility = unlabel_outside_image(joints - 1.0, visibility, image_size,
                                                       keypoint_set, where, report)
-        records.append(PersonRecord(
+        fields.append(dict(
             image_path=image_path,
             image_id=image_ids.setdefault(image_name, len(image_ids)),
             image_size=image_size,
             box=np.asarray([center[0] - side / 2, center[1] - side / 2, side, side], np.float32),
-            center=center.astype(np.float32), scale=region, keypoints=keypoints,
+            center=center.astype(np.float32), keypoints=keypoints,
             visibility=visibility, box_score=1.0, annotation_id=position, head_box=head_box,
         ))
-    return records
+    if not fields:
+        return []
+    # The padded square around each person, at the input's aspect ratio: one call for all.
+    sides = np.asarray(padded_sides, np.float32)
+    regions = np.asarray(fix_aspect_ratio(np.stack([sides, sides], axis=-1), aspect_ratio))
+    return [PersonRecord(**f, scale=region) for f, region in zip(fields, regions)]
 
 
 def _load_entries(path) -> list:

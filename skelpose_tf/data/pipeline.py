@@ -1,14 +1,23 @@
 """tf.data input pipelines for training and evaluation (top-down person crops).
 
-Per person: read the image file, decode it with OpenCV (any JPEG/PNG content, grey/CMYK
-converted to RGB), draw the augmentation (`augment.sample_augmentation`, seeded per sample),
-warp the region to the input size with one `cv2.warpAffine` (bilinear, black border; only the
-window the crop needs is converted, to 4 channels, which OpenCV warps 2.5x faster) and map the
-keypoints through the same matrix (`transforms.affine_matrix`; a flip is folded into the matrix
-and swaps left/right keypoints with `keypoint_set.flip_index`). This runs in `tf.numpy_function`
-inside a parallel `map` (cv2 measured 1.6x faster per core than TF's decode + projective warp,
-docs/design.md section 7.4): training cuts a whole batch per call (less
-per-sample overhead), evaluation one person per call (exact record order).
+Per person: draw the augmentation (`augment.sample_augmentation`, seeded per sample), take the
+crop matrix and the crop keypoints from `skelpose_tf.crop_geometry` (a flip is folded into the
+matrix and swaps left/right keypoints with `keypoint_set.flip_index`), read the image file,
+decode it with OpenCV (any JPEG/PNG content, grey/CMYK converted to RGB) and warp the region to
+the input size with one `cv2.warpAffine` and that matrix (bilinear, black border; only the
+window the crop needs is converted, to 4 channels, which OpenCV warps 2.5x faster).
+
+Where each part runs (`_SampleMaker`):
+- the augmentation draw: numpy, in one `tf.numpy_function` call per batch (per image for
+  TFRecords);
+- the geometry: `crop_geometry` (keras.ops) inside the tf.data graph, once per batch (per image
+  for TFRecords); for evaluation once for all records when the dataset is made. Called eagerly
+  from the numpy worker it would cost milliseconds per call (bench/pipeline.py measures it);
+- decoding and warping: OpenCV in `tf.numpy_function` inside a parallel `map` (cv2 measured
+  1.6x faster per core than TF's decode + projective warp, docs/design.md section 7.4):
+  training cuts a whole batch per call (less per-sample overhead), evaluation one person per
+  call (exact record order). `crop_geometry.cut_crops` cuts the same crops in-graph (the
+  serving graph's way); the two agree to one grey level (OpenCV's fixed-point weights).
 
 Elements:
 - training: `(image uint8 [B, H, W, 3] RGB, {"keypoints": float32 [B, K, 2],
@@ -18,7 +27,7 @@ Elements:
   their coordinates and visibility: the target code decides their weight.
 - evaluation: `(image uint8 [B, H, W, 3], meta)` with meta = {"record_index" int64 [B] (position
   in the records list), "image_id" int64 [B], "center" float32 [B, 2], "scale" float32 [B, 2]
-  (region in image pixels, for `transforms.crop_to_image`), "box_score" float32 [B],
+  (region in image pixels, for `crop_geometry.crop_to_image`), "box_score" float32 [B],
   "keypoints" float32 [B, K, 2] and "visibility" float32 [B, K] (ground truth in crop pixels;
   zeros for detector boxes)}. No augmentation; the flip test can mirror the crop with
   `tf.reverse(images, [2])`, which equals the crop of the flipped matrix (x -> W - 1 - x) to
@@ -41,11 +50,13 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from skelpose_tf.data.augment import AugmentConfig, Augmentation, sample_augmentation
+from keras import ops
+
+from skelpose_tf import crop_geometry
+from skelpose_tf.crop_geometry import input_aspect_ratio
+from skelpose_tf.data.augment import AugmentConfig, sample_augmentation
 from skelpose_tf.data.images import load_for_record
 from skelpose_tf.data.records import SkipReport
-from skelpose_tf.data.transforms import (affine_matrix, apply_affine, input_aspect_ratio,
-                                         shift_source, source_window)
 from skelpose_tf.keypoints import get_keypoint_set
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -129,9 +140,17 @@ def make_eval_dataset(records, keypoint_set, input_size, batch_size, *, shard=No
 
 
 class _SampleMaker:
-    """The numpy side of the pipeline: decode an image and cut one person's (augmented) crop.
+    """How the pipeline cuts crops: the plan in the graph, the pixels in a numpy worker.
 
-    Thread safe; called from tf.data worker threads through `tf.numpy_function`.
+    `plan` draws the augmentation (numpy, in one `tf.numpy_function` call for all the people it
+    is given) and computes the crop geometry with `crop_geometry` (keras.ops, inside the
+    tf.data graph): the matrices, the image area each crop samples, the keypoints in crop
+    pixels. `warp` then cuts a crop with `cv2.warpAffine` and that matrix. (An eager keras.ops
+    call costs milliseconds, a numpy call microseconds: the geometry runs in the graph, once per
+    batch or image, never eagerly per crop; only a replacement for a failed image is planned
+    eagerly.)
+
+    Thread safe; the numpy parts run in tf.data worker threads through `tf.numpy_function`.
     """
 
     def __init__(self, keypoint_set, input_size, augment_config, report):
@@ -153,45 +172,107 @@ class _SampleMaker:
         failure (`images.load_for_record`)."""
         return load_for_record(data, path, expected_size, where, self.report, rgb=False)
 
-    def crop(self, image, center, scale, keypoints, visibility, seed):
-        """Cut one person's crop.
+    def augment(self, centers, scales, keypoints, visibility, seeds):
+        """Draw P people's augmentations (numpy; `augment.sample_augmentation`, seeded per person).
 
         Args:
-            image: uint8 [h, w, 3] BGR from `load`.
-            center, scale: float32 [2], the record's region in image pixels.
-            keypoints: float32 [K, 2] image pixels; visibility: float32 [K] (raw label).
-            seed: int, the sample's augmentation seed (ignored without augmentation).
+            centers, scales: float32 [P, 2], the records' regions in image pixels.
+            keypoints: float32 [P, K, 2] image pixels; visibility: float32 [P, K] (raw labels).
+            seeds: int64 [P], the samples' augmentation seeds.
 
         Returns:
-            (crop uint8 [H, W, 3], keypoints float32 [K, 2] crop pixels, visibility float32 [K]
-            in {0, 1}).
+            (centers float32 [P, 2], scales float32 [P, 2] (half-body ones not yet at the
+            aspect ratio, see `Augmentation`), rotations float32 [P], flips bool [P]).
+        """
+        draws = [sample_augmentation(np.random.default_rng(int(seed) & 0x7FFFFFFFFFFFFFFF),
+                                     center, scale, points, labels, self.keypoint_set.upper_body,
+                                     self.augment_config)
+                 for center, scale, points, labels, seed in zip(centers, scales, keypoints,
+                                                                visibility, seeds)]
+        count = len(draws)
+        return (np.asarray([d.center for d in draws], np.float32).reshape(count, 2),
+                np.asarray([d.scale for d in draws], np.float32).reshape(count, 2),
+                np.asarray([d.rotation for d in draws], np.float32).reshape(count),
+                np.asarray([d.flip for d in draws], bool).reshape(count))
+
+    def plan(self, centers, scales, keypoints, visibility, seeds):
+        """The crops of P people, in the graph (or eagerly): augmentation, then geometry.
+
+        Without augmentation (evaluation) the records' regions are cut as they are.
+
+        Args:
+            centers, scales: float32 [P, 2], the records' regions in image pixels.
+            keypoints: float32 [P, K, 2] image pixels; visibility: float32 [P, K] (raw labels).
+            seeds: int64 [P], the samples' augmentation seeds (unused without augmentation).
+
+        Returns:
+            The `geometry` dict for the P crops.
         """
         if self.augment_config is None:
-            augmentation = Augmentation(center, scale, 0.0, False)
-        else:
-            augmentation = sample_augmentation(
-                np.random.default_rng(int(seed) & 0x7FFFFFFFFFFFFFFF), center, scale, keypoints,
-                visibility, self.keypoint_set.upper_body, self.aspect_ratio, self.augment_config)
-        height, width = self.input_size
-        matrix = affine_matrix(augmentation.center, augmentation.scale, augmentation.rotation,
-                               self.input_size, augmentation.flip)
-        crop = self._warp(image, matrix)
-        crop_keypoints = apply_affine(keypoints, matrix)
-        labelled = (np.asarray(visibility) > 0).astype(np.float32)
-        if augmentation.flip:
-            crop_keypoints = crop_keypoints[self.flip_index]
-            labelled = labelled[self.flip_index]
-        crop_keypoints[labelled == 0] = 0.0
-        return crop, crop_keypoints, labelled
+            count = ops.shape(centers)[0]
+            return self.geometry(centers, scales, ops.zeros((count,)),
+                                 ops.zeros((count,), "bool"), keypoints, visibility)
+        centers, scales, rotations, flips = tf.numpy_function(
+            self.augment, [centers, scales, keypoints, visibility, seeds],
+            [tf.float32, tf.float32, tf.float32, tf.bool], stateful=False)
+        count = tf.shape(seeds)[0]
+        centers = tf.ensure_shape(centers, [None, 2])
+        scales = tf.ensure_shape(scales, [None, 2])
+        rotations, flips = tf.reshape(rotations, [count]), tf.reshape(flips, [count])
+        # Half-body regions come from the keypoints' box: bring every region to the input's
+        # aspect ratio (the others have it already; the fix leaves them as they are).
+        scales = crop_geometry.fix_aspect_ratio(scales, self.aspect_ratio)
+        return self.geometry(centers, scales, rotations, flips, keypoints, visibility)
 
-    def _warp(self, image, matrix):
-        """Bilinear crop, black outside the image: uint8 BGR [h, w, 3] -> RGB [H, W, 3].
+    def geometry(self, centers, scales, rotations, flips, keypoints, visibility) -> dict:
+        """Crop geometry of P people with `crop_geometry` (keras.ops: symbolic or eager).
+
+        Args:
+            centers, scales: float [P, 2], the crop regions in image pixels.
+            rotations: float [P], degrees; flips: bool [P].
+            keypoints: float [P, K, 2] image pixels; visibility: float [P, K] (raw labels).
+
+        Returns:
+            {"matrix": float32 [P, 2, 3] image -> crop pixels, "corners": float32 [P, 4, 2]
+            the crops' corners in image pixels (`crop_geometry.crop_corners`), "keypoints":
+            float32 [P, K, 2] crop pixels, zeros where unlabelled, left/right swapped where
+            flipped, "visibility": float32 [P, K] in {0, 1}, swapped alike}.
+        """
+        matrices = crop_geometry.affine_matrix(centers, scales, rotations, self.input_size,
+                                               flips)
+        points = crop_geometry.apply_affine(keypoints, matrices)
+        labelled = ops.cast(ops.greater(visibility, 0), "float32")
+        swap = ops.expand_dims(ops.convert_to_tensor(flips, "bool"), -1)  # [P, 1]
+        points = ops.where(ops.expand_dims(swap, -1), ops.take(points, self.flip_index, axis=1),
+                           points)
+        labelled = ops.where(swap, ops.take(labelled, self.flip_index, axis=1), labelled)
+        points = ops.where(ops.expand_dims(labelled, -1) > 0, points, 0.0)
+        return {"matrix": matrices,
+                "corners": crop_geometry.crop_corners(matrices, self.input_size),
+                "keypoints": points, "visibility": labelled}
+
+    def plan_now(self, center, scale, keypoints, visibility, seed) -> dict:
+        """`plan` of one person, eagerly, as numpy arrays [1, ...] (a replacement record)."""
+        arrays = [np.asarray(v, np.float32)[None] for v in (center, scale, keypoints, visibility)]
+        plan = self.plan(*arrays, np.asarray([seed], np.int64))
+        return {key: np.asarray(value) for key, value in plan.items()}
+
+    def warp(self, image, matrix, corners):
+        """Cut one crop with `cv2.warpAffine`: bilinear, black outside the image.
 
         Only the window the crop samples is converted, to RGBA: OpenCV warps 4-channel images
         about 2.5x faster than 3-channel ones, and the window is often a small part of the image.
+
+        Args:
+            image: uint8 [h, w, 3] BGR from `load`.
+            matrix: float [2, 3], image pixels -> crop pixels (`geometry`).
+            corners: float [4, 2], the crop's corners in image pixels (`geometry`).
+
+        Returns:
+            uint8 [H, W, 3] RGB.
         """
         height, width = self.input_size
-        window = source_window(matrix, self.input_size, image.shape[:2])
+        window = source_window(corners, image.shape[:2])
         if window is None:
             return np.zeros((height, width, 3), np.uint8)
         x0, y0, x1, y1 = window
@@ -211,11 +292,39 @@ class _SampleMaker:
                 f"All {num_records} records of this input pipeline failed to load; see the "
                 f"logged reasons: {self.report.summary()}")
 
-    def blank(self):
-        height, width = self.input_size
-        k = self.num_keypoints
-        return (np.zeros((height, width, 3), np.uint8), np.zeros((k, 2), np.float32),
-                np.zeros((k,), np.float32))
+
+def source_window(corners, image_size):
+    """The pixels of the image that a crop samples: the box bilinear warping reads.
+
+    Args:
+        corners: float [4, 2], the crop's corners in image pixels (`crop_geometry.crop_corners`).
+        image_size: (height, width) of the image.
+
+    Returns:
+        (x0, y0, x1, y1) inclusive integer pixel bounds inside the image (one pixel beyond the
+        corners' box: bilinear neighbours), or None when the crop lies entirely outside the
+        image. Warping `image[y0:y1 + 1, x0:x1 + 1]` with `shift_source(matrix, x0, y0)` gives
+        the same crop as warping the whole image.
+    """
+    corners = np.asarray(corners, np.float64)
+    height, width = image_size
+    x0, y0 = np.maximum(np.floor(corners.min(axis=0)) - 1, 0).astype(int)
+    x1 = int(min(np.ceil(corners[:, 0].max()) + 1, width - 1))
+    y1 = int(min(np.ceil(corners[:, 1].max()) + 1, height - 1))
+    if x0 > x1 or y0 > y1:
+        return None
+    return int(x0), int(y0), x1, y1
+
+
+def shift_source(matrix, x0, y0) -> np.ndarray:
+    """The crop matrix for the image cut at (x0, y0): float [2, 3] -> float64 [2, 3].
+
+    A window pixel p_window is image pixel p_window + (x0, y0), so the translation gains
+    M[:, :2] @ (x0, y0).
+    """
+    matrix = np.array(matrix, np.float64)
+    matrix[:, 2] += matrix[:, :2] @ np.asarray([x0, y0], np.float64)
+    return matrix
 
 
 class _RecordSource:
@@ -255,10 +364,6 @@ class _RecordSource:
         return maker.load(None, self.image_paths[index], self.image_sizes[index],
                           f"record {int(index)}")
 
-    def _crop(self, maker, image, index, seed):
-        return maker.crop(image, self.centers[index], self.scales[index], self.keypoints[index],
-                          self.visibility[index], seed)
-
     def train_batches(self, maker, batch_size, num_shards, shard_index, seed, sample_seed,
                       shuffle_buffer, deterministic):
         """Batches of (augmented) crops: one `tf.numpy_function` call cuts a whole batch.
@@ -279,11 +384,12 @@ class _RecordSource:
         num_records = self.num_records
         height, width = maker.input_size
         k = maker.num_keypoints
+        people = [tf.constant(array) for array in
+                  (self.centers, self.scales, self.keypoints, self.visibility)]
 
-        def load_numpy(indices, seeds):
+        def load_numpy(indices, seeds, matrices, corners, keypoints, visibility):
             images = np.empty((len(indices), height, width, 3), np.uint8)
-            keypoints = np.empty((len(indices), k, 2), np.float32)
-            visibility = np.empty((len(indices), k), np.float32)
+            keypoints, visibility = np.array(keypoints), np.array(visibility)
             for j, (index, sample_seed) in enumerate(zip(indices, seeds)):
                 image = self._load(maker, index)
                 replacements = None
@@ -293,15 +399,24 @@ class _RecordSource:
                         int(sample_seed) & 0x7FFFFFFFFFFFFFFF)
                     index = replacements.integers(num_records)
                     image = self._load(maker, index)
-                images[j], keypoints[j], visibility[j] = self._crop(maker, image, index,
-                                                                    sample_seed)
+                if replacements is None:
+                    matrix, corner = matrices[j], corners[j]
+                else:
+                    plan = maker.plan_now(self.centers[index], self.scales[index],
+                                          self.keypoints[index], self.visibility[index],
+                                          sample_seed)
+                    matrix, corner = plan["matrix"][0], plan["corners"][0]
+                    keypoints[j], visibility[j] = plan["keypoints"][0], plan["visibility"][0]
+                images[j] = maker.warp(image, matrix, corner)
             return images, keypoints, visibility
 
         def load(indices, seeds):
             start = shard_index * batch_size
             indices, seeds = indices[start:start + batch_size], seeds[start:start + batch_size]
+            plan = maker.plan(*[tf.gather(array, indices) for array in people], seeds)
             images, keypoints, visibility = tf.numpy_function(
-                load_numpy, [indices, seeds], [tf.uint8, tf.float32, tf.float32],
+                load_numpy, [indices, seeds, plan["matrix"], plan["corners"], plan["keypoints"],
+                             plan["visibility"]], [tf.uint8, tf.float32, tf.float32],
                 stateful=False)
             images.set_shape((batch_size, height, width, 3))
             keypoints.set_shape((batch_size, k, 2))
@@ -315,21 +430,29 @@ class _RecordSource:
         return dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     def eval_samples(self, maker, num_shards, shard_index):
-        """Per-person samples in record order; records whose image fails are dropped."""
-        dataset, _ = self._indices(maker, num_shards, shard_index)
+        """Per-person samples in record order; records whose image fails are dropped.
 
-        def load_numpy(index):
+        The crop geometry of every record is computed once, in one `crop_geometry` call, when
+        the dataset is made (evaluation has no augmentation); each sample gathers its own.
+        """
+        dataset, _ = self._indices(maker, num_shards, shard_index)
+        geometry = {key: tf.constant(np.asarray(value)) for key, value in maker.plan(
+            self.centers, self.scales, self.keypoints, self.visibility,
+            np.zeros(self.num_records, np.int64)).items()}
+        height, width = maker.input_size
+
+        def load_numpy(index, matrix, corners):
             image = self._load(maker, index)
             if image is None:
-                return (*maker.blank(), False)
-            return (*self._crop(maker, image, index, 0), True)
+                return np.zeros((height, width, 3), np.uint8), False
+            return maker.warp(image, matrix, corners), True
 
         def load(index):
-            image, keypoints, visibility, ok = tf.numpy_function(
-                load_numpy, [index], [tf.uint8, tf.float32, tf.float32, tf.bool],
-                stateful=False)
+            plan = {key: tf.gather(value, index) for key, value in geometry.items()}
+            image, ok = tf.numpy_function(load_numpy, [index, plan["matrix"], plan["corners"]],
+                                          [tf.uint8, tf.bool], stateful=False)
             return {"record_index": index, "ok": ok,
-                    **_with_shapes(maker, image, keypoints, visibility)}
+                    **_with_shapes(maker, image, plan["keypoints"], plan["visibility"])}
 
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
         dataset = dataset.filter(lambda sample: sample["ok"])

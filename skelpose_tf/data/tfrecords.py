@@ -38,11 +38,11 @@ from absl import app, flags  # noqa: E402
 
 from skelpose_tf.atomic_files import (atomic_write, remove_stale_partials,  # noqa: E402
                                       write_json_atomic)
+from skelpose_tf.crop_geometry import input_aspect_ratio  # noqa: E402
 from skelpose_tf.data import coco, mpii  # noqa: E402
 from skelpose_tf.data.images import (ImageDecodeError, load_for_record,  # noqa: E402
                                      read_image_bytes)
 from skelpose_tf.data.records import SkipReport  # noqa: E402
-from skelpose_tf.data.transforms import input_aspect_ratio  # noqa: E402
 from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 
 META_FILE = "meta.json"
@@ -247,25 +247,26 @@ _FEATURES = {
 
 
 def _image_loader(maker, num_records, must_progress):
-    """A tf.data map function: serialized example + seed -> per-person samples [P, ...]."""
+    """A tf.data map function: serialized example + seed -> per-person samples [P, ...].
+
+    The crops are planned in the graph (`_SampleMaker.plan`: augmentation draw, then
+    `crop_geometry`), then the image is decoded and cut in one `tf.numpy_function` call.
+    """
     height, width = maker.input_size
     k = maker.num_keypoints
 
-    def load_numpy(data, path, size, record_index, center, scale, keypoints, visibility, seed):
+    def load_numpy(data, path, size, record_index, matrices, corners):
         path = os.fsdecode(path)
         people = len(record_index)
         crops = np.zeros((people, height, width, 3), np.uint8)
-        points = np.zeros((people, k, 2), np.float32)
-        labelled = np.zeros((people, k), np.float32)
         image = maker.load(data, path, size, f"records {record_index.tolist()}")
         if image is None:
             for index in record_index:
                 maker.failed(index, num_records, must_progress)
-            return crops, points, labelled, np.zeros((people,), bool)
+            return crops, np.zeros((people,), bool)
         for j in range(people):
-            crops[j], points[j], labelled[j] = maker.crop(
-                image, center[j], scale[j], keypoints[j], visibility[j], int(seed) + j)
-        return crops, points, labelled, np.ones((people,), bool)
+            crops[j] = maker.warp(image, matrices[j], corners[j])
+        return crops, np.ones((people,), bool)
 
     def load(serialized, seed):
         example = tf.io.parse_single_example(serialized, _FEATURES)
@@ -276,17 +277,19 @@ def _image_loader(maker, num_records, must_progress):
         scale = tf.reshape(dense["person/scale"], [people, 2])
         keypoints = tf.reshape(dense["person/keypoints"], [people, k, 2])
         visibility = tf.reshape(dense["person/visibility"], [people, k])
-        crops, points, labelled, ok = tf.numpy_function(
+        # Person j's augmentation seed: the image's seed + j.
+        seeds = seed + tf.range(people, dtype=tf.int64)
+        plan = maker.plan(center, scale, keypoints, visibility, seeds)
+        crops, ok = tf.numpy_function(
             load_numpy,
             [dense["image/encoded"], dense["image/path"], tf.cast(dense["image/size"], tf.int32),
-             dense["person/record_index"], center, scale, keypoints, visibility, seed],
-            [tf.uint8, tf.float32, tf.float32, tf.bool], stateful=False)
+             dense["person/record_index"], plan["matrix"], plan["corners"]],
+            [tf.uint8, tf.bool], stateful=False)
         crops.set_shape((None, height, width, 3))
-        points.set_shape((None, k, 2))
-        labelled.set_shape((None, k))
         ok.set_shape((None,))
         return {
-            "image": crops, "keypoints": points, "visibility": labelled, "ok": ok,
+            "image": crops, "keypoints": tf.ensure_shape(plan["keypoints"], (None, k, 2)),
+            "visibility": tf.ensure_shape(plan["visibility"], (None, k)), "ok": ok,
             "record_index": dense["person/record_index"],
             "image_id": tf.fill([people], dense["image/id"]),
             "center": center, "scale": scale, "box_score": dense["person/box_score"],

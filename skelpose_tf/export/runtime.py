@@ -12,8 +12,8 @@ the one inference path, verification, the AP evaluation and the benchmark use):
         pixels, "keypoint_scores": float32 [N, K], "heatmaps": float32 [N, h, w, K] or absent}
 
 - `TFLiteRunner`: either TFLite variant (MoveNet `keypoints_with_scores` mapped back to
-  pixels, or `heatmaps` decoded with the codec its JSON names); batches are cut to the model's
-  fixed batch size.
+  pixels with `crop_geometry.normalized_to_crop`, or `heatmaps` decoded with the codec its
+  JSON names); batches are cut to the model's fixed batch size.
 - `SavedModelRunner`: the SavedModel's `serving_default`.
 - a Keras network: `skelpose_tf.inference.PosePredictor` (the reference); `open_runner` opens
   any of the three.
@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from skelpose_tf.crop_geometry import normalized_to_crop
 from skelpose_tf.export.saved_model import METADATA_FILE, SERVING_SIGNATURE, read_metadata
 
 
@@ -134,11 +135,9 @@ class TFLiteRunner:
                  for i in range(0, images.shape[0], self.batch_size)]
         outputs = {name: np.concatenate([p[name] for p in parts])[:count] for name in parts[0]}
         if self.variant == "keypoints":
-            height, width = self.input_size
             packed = outputs["keypoints_with_scores"][:, 0]  # [N, K, 3] = (y, x, score)
-            keypoints = np.stack([packed[..., 1] * width - 0.5, packed[..., 0] * height - 0.5],
-                                 axis=-1)
-            return {"keypoints": keypoints.astype(np.float32),
+            keypoints = normalized_to_crop(packed[..., 1::-1], self.input_size)  # (x, y) order
+            return {"keypoints": np.asarray(keypoints, np.float32),
                     "keypoint_scores": packed[..., 2].astype(np.float32)}
         keypoints, scores = self.codec.decode(outputs["heatmaps"])
         return {"keypoints": np.asarray(keypoints), "keypoint_scores": np.asarray(scores),

@@ -12,13 +12,14 @@ Signatures (what TF Serving's REST `:predict` and gRPC `Predict` call):
     (x, y, w, h) in image pixels (COCO / detector boxes).
   - outputs `keypoints` float32 `[M, K, 2]`, (x, y) in image pixels; `keypoint_scores`
     float32 `[M, K]`.
-  Each box becomes the training pipeline's crop region (`transforms.box_to_center_scale`:
-  centre of the box, enlarged to the input's aspect ratio, times `padding` = 1.25) and is cut
-  with the pipeline's affine convention (`transforms.affine_matrix`: region centre on the
-  crop's centre pixel, region edges on the crop's outer pixel edges) by
-  `ImageProjectiveTransformV3` (bilinear, zero outside the image, rounded to integer levels as
-  the pipeline's uint8 crops are). Keypoints go back with the inverse map, as
-  `transforms.crop_to_image` does.
+  All of the geometry is `skelpose_tf.crop_geometry`'s, the same functions the data pipeline
+  and predict.py use, traced into the graph: each box becomes the pipeline's crop region
+  (`box_to_center_scale`: centre of the box, enlarged to the input's aspect ratio, times
+  `padding` = `BOX_PADDING` = 1.25), is cut with the pipeline's matrix (`affine_matrix`: region
+  centre on the crop's centre pixel, region edges on the crop's outer pixel edges) by
+  `cut_crops` (bilinear, zero outside the image, rounded to uint8 as the pipeline's crops are;
+  equal to the pipeline's OpenCV crop to one grey level), and the keypoints go back with
+  `crop_to_image`.
 
 The flip test (`flip_test=True`) and the decoder (`skelpose_tf.codec.DECODERS`) are export
 options; both are baked into the graph.
@@ -56,8 +57,10 @@ import os
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from skelpose_tf import crop_geometry
 from skelpose_tf.atomic_files import write_json_atomic
 from skelpose_tf.codec import DECODERS
+from skelpose_tf.crop_geometry import BOX_PADDING
 from skelpose_tf.inference import PosePredictor
 from skelpose_tf.models.image_normalization import IMAGENET_MEAN, IMAGENET_STD
 
@@ -65,7 +68,6 @@ SERVING_SIGNATURE = "serving_default"
 FULL_IMAGE_SIGNATURE = "full_image"
 METADATA_FILE = "pose_export.json"
 METADATA_VERSION = 1
-BOX_PADDING = 1.25
 # A `full_image` box may be at most this many times the image's width and height.
 MAX_BOX_TO_IMAGE = 10.0
 # Elements of a shape that an assertion message shows (TF's default of 3 cuts a 4-D shape).
@@ -174,49 +176,20 @@ class ServingGraph:
         return self.codec.decode(heatmaps)
 
     def crop_regions(self, boxes):
-        """Boxes (x, y, w, h) [M, 4] -> (center [M, 2], scale [M, 2]) in image pixels.
-
-        The in-graph twin of `skelpose_tf.data.transforms.box_to_center_scale`.
-        """
+        """Boxes (x, y, w, h) [M, 4] -> (center [M, 2], scale [M, 2]) in image pixels
+        (`crop_geometry.box_to_center_scale` with this graph's padding)."""
         height, width = self.input_size
-        aspect_ratio = width / height
-        box_width, box_height = boxes[:, 2], boxes[:, 3]
-        too_wide = box_width > aspect_ratio * box_height
-        region_width = tf.where(too_wide, box_width, box_height * aspect_ratio)
-        region_height = tf.where(too_wide, box_width / aspect_ratio, box_height)
-        center = boxes[:, :2] + 0.5 * boxes[:, 2:]
-        return center, tf.stack([region_width, region_height], axis=-1) * self.padding
+        return crop_geometry.box_to_center_scale(boxes, width / height, self.padding)
 
     def crop(self, image, center, scale):
-        """Cut the regions out of one image: uint8 [M, H, W, 3] (bilinear, rounded).
-
-        Crop pixel (i, j) samples the image at center + ((i, j) - ((W - 1) / 2, (H - 1) / 2))
-        * scale / (W, H), the inverse of `transforms.affine_matrix` without rotation.
-        """
-        height, width = self.input_size
-        step = scale / tf.constant([width, height], tf.float32)  # image pixels per crop pixel
-        origin = center - step * tf.constant([(width - 1) / 2, (height - 1) / 2], tf.float32)
-        zeros = tf.zeros_like(step[:, 0])
-        # ImageProjectiveTransformV3 maps output pixels to input pixels: [a0 a1 a2 b0 b1 b2 c0 c1].
-        transforms = tf.stack([step[:, 0], zeros, origin[:, 0], zeros, step[:, 1], origin[:, 1],
-                               zeros, zeros], axis=-1)
-        pixels = tf.cast(image, tf.float32)[None]
-
-        def cut(transform):
-            return tf.raw_ops.ImageProjectiveTransformV3(
-                images=pixels, transforms=transform[None], output_shape=[height, width],
-                fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")[0]
-
-        crops = tf.map_fn(cut, transforms, fn_output_signature=tf.TensorSpec(
-            [height, width, 3], tf.float32))
-        return tf.cast(tf.clip_by_value(tf.round(crops), 0.0, 255.0), tf.uint8)
+        """Cut the regions out of one uint8 [h, w, 3] image: uint8 [M, H, W, 3]
+        (`crop_geometry.cut_crops` with the unrotated `affine_matrix` of each region)."""
+        matrices = crop_geometry.affine_matrix(center, scale, 0.0, self.input_size)
+        return crop_geometry.cut_crops(image, matrices, self.input_size)
 
     def to_image(self, keypoints, center, scale):
-        """Crop pixels [M, K, 2] -> image pixels (inverse of the crop, `crop_to_image`)."""
-        height, width = self.input_size
-        step = scale / tf.constant([width, height], tf.float32)
-        half = tf.constant([(width - 1) / 2, (height - 1) / 2], tf.float32)
-        return center[:, None, :] + (keypoints - half) * step[:, None, :]
+        """Crop pixels [M, K, 2] -> image pixels (`crop_geometry.crop_to_image`)."""
+        return crop_geometry.crop_to_image(keypoints, center, scale, self.input_size)
 
     # Signatures ------------------------------------------------------------------------------
     def crops_signature(self, include_heatmaps=True):

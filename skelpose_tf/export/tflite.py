@@ -6,8 +6,9 @@ Variants (`VARIANTS`), both one signature `serving_default` with a fixed batch (
   (normalised inside); output `keypoints_with_scores` float32 `[1, 1, K, 3]` = (y, x, score)
   per keypoint, in the keypoint set's order. y and x are normalised to [0, 1] over the input
   frame, `y = (y_px + 0.5) / H`, `x = (x_px + 0.5) / W`, with (x_px, y_px) continuous crop
-  pixels whose pixel centres are integers (so `x * W - 0.5` gives the pixel back; MoveNet
-  clients that multiply by W are off by half a pixel, well under the model's error). The score
+  pixels whose pixel centres are integers (`crop_geometry.crop_to_normalized`; so
+  `x * W - 0.5` gives the pixel back, `crop_geometry.normalized_to_crop`; MoveNet clients that
+  multiply by W are off by half a pixel, well under the model's error). The score
   is the heatmap's peak. The decoder and the flip test run inside the model (TOPK_V2 and
   gathers; fine for the CPU/XNNPACK).
 - `heatmaps`: the network alone, for GPU delegates (which cannot run the decoding's gathers):
@@ -50,6 +51,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from skelpose_tf import crop_geometry
 from skelpose_tf.atomic_files import atomic_write
 from skelpose_tf.export.saved_model import (SERVING_SIGNATURE, ServingGraph,
                                             write_serving_saved_model, write_metadata)
@@ -64,16 +66,16 @@ DECODER_SCOPE = "keypoint_decoder"
 
 
 def keypoints_signature(graph: ServingGraph, batch_size=1):
-    """MoveNet-style signature: images uint8 [B, H, W, 3] -> keypoints_with_scores [B, 1, K, 3]."""
-    height, width = graph.input_size
+    """MoveNet-style signature: images uint8 [B, H, W, 3] -> keypoints_with_scores [B, 1, K, 3]
+    ((y, x) from `crop_geometry.crop_to_normalized`, then the score)."""
 
     def serve(images):
         heatmaps = graph.heatmaps(images)
         with tf.name_scope(DECODER_SCOPE):
             keypoints, scores = graph.decode(heatmaps)
-            y = (keypoints[..., 1] + 0.5) / height
-            x = (keypoints[..., 0] + 0.5) / width
-            return {KEYPOINTS_OUTPUT: tf.stack([y, x, scores], axis=-1)[:, None]}
+            normalized = crop_geometry.crop_to_normalized(keypoints, graph.input_size)
+            return {KEYPOINTS_OUTPUT: tf.stack(
+                [normalized[..., 1], normalized[..., 0], scores], axis=-1)[:, None]}
 
     return serve, [graph.images_spec(batch_size)]
 
@@ -298,8 +300,7 @@ def _describe(graph: ServingGraph, variant, quantization, batch_size) -> dict:
             "name": KEYPOINTS_OUTPUT, "dtype": "float32",
             "shape": [batch_size, 1, graph.keypoint_set.num_keypoints, 3],
             "layout": "(y, x, score) per keypoint (MoveNet SinglePose)",
-            "normalization": (f"y = (y_px + 0.5) / {height}, x = (x_px + 0.5) / {width}; "
-                              "pixels back: x_px = x * W - 0.5, y_px = y * H - 0.5"),
+            "normalization": crop_geometry.normalized_formula(graph.input_size),
         }]
     else:
         metadata["flip_test"] = False
@@ -311,3 +312,4 @@ def _describe(graph: ServingGraph, variant, quantization, batch_size) -> dict:
             "layout": "one heatmap per keypoint, channels in keypoint_names order",
         }]
     return metadata
+
