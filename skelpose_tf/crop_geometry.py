@@ -7,9 +7,11 @@ TFLite MoveNet-style helpers (crop pixels <-> normalised coordinates).
 
 Written with `keras.ops` only, so one function serves numpy inputs eagerly (it then returns
 backend tensors: `np.asarray` them) and symbolic tensors inside a `tf.function` or a `tf.data`
-map. Everything computes in float32. An eager `keras.ops` call costs far more than numpy
-(tens of microseconds per op on the TensorFlow backend), so hot loops call these functions once
-per batch, or inside the graph (the data pipeline does both).
+map. Everything computes in float32 (the rotation's cosine and sine in float64), element by
+element, so a region's result does not depend on the other regions of the call. An eager
+`keras.ops` call costs far more than numpy (milliseconds for `affine_matrix` on the TensorFlow
+backend, bench/pipeline.py), so hot loops call these functions once per batch, or inside the
+graph (the data pipeline does both).
 
 Convention (docs/design.md section 3.1): continuous pixel coordinates with pixel centres at
 integers, in the image and in the crop; an image of width W spans x in [-0.5, W - 0.5], its
@@ -127,8 +129,10 @@ def affine_matrix(center, scale, rotation, output_size, flip=False):
     """
     out_h, out_w = output_size
     center, scale = _float(center), _float(scale)
-    theta = _float(rotation) * (math.pi / 180.0)
-    cos, sin = ops.cos(theta), ops.sin(theta)
+    # cos and sin in float64: TensorFlow's float32 ones round differently in vectorised and
+    # scalar code, which would make a region's matrix depend on how many share the call.
+    theta = ops.cast(rotation, "float64") * (math.pi / 180.0)
+    cos, sin = _float(ops.cos(theta)), _float(ops.sin(theta))
     mirror = ops.where(ops.convert_to_tensor(flip, "bool"), -1.0, 1.0)
     sx = out_w / scale[..., 0]
     sy = out_h / scale[..., 1]

@@ -135,6 +135,23 @@ def test_matrices_equal_a_numpy_reference_on_random_regions():
     np.testing.assert_allclose(inverse, expected_inverse, rtol=1e-4, atol=1e-3)
 
 
+def test_a_regions_geometry_does_not_depend_on_the_other_regions_of_the_call():
+    # Sharded pipelines cut parts of a global batch: their crops must be bit for bit the same.
+    rng = np.random.default_rng(10)
+    centers = rng.uniform(0, 600, (64, 2)).astype(np.float32)
+    scales = rng.uniform(20, 400, (64, 2)).astype(np.float32)
+    rotations = rng.uniform(-90, 90, 64).astype(np.float32)
+    flips = rng.random(64) < 0.5
+    points = rng.uniform(0, 600, (64, 17, 2)).astype(np.float32)
+    together = cg.affine_matrix(centers, scales, rotations, (256, 192), flips)
+    mapped = np_(cg.apply_affine(points, together))
+    for i in range(0, 64, 7):
+        alone = cg.affine_matrix(centers[i:i + 1], scales[i:i + 1], rotations[i:i + 1],
+                                 (256, 192), flips[i:i + 1])
+        np.testing.assert_array_equal(np_(alone)[0], np_(together)[i])
+        np.testing.assert_array_equal(np_(cg.apply_affine(points[i:i + 1], alone))[0], mapped[i])
+
+
 def test_graph_and_eager_agree():
     rng = np.random.default_rng(9)
     centers = rng.uniform(0, 300, (5, 2)).astype(np.float32)

@@ -8,11 +8,13 @@ the input size with one `cv2.warpAffine` and that matrix (bilinear, black border
 window the crop needs is converted, to 4 channels, which OpenCV warps 2.5x faster).
 
 Where each part runs (`_SampleMaker`):
-- the augmentation draw: numpy, in one `tf.numpy_function` call per batch (per image for
-  TFRecords);
-- the geometry: `crop_geometry` (keras.ops) inside the tf.data graph, once per batch (per image
-  for TFRecords); for evaluation once for all records when the dataset is made. Called eagerly
-  from the numpy worker it would cost milliseconds per call (bench/pipeline.py measures it);
+- the augmentation draw: numpy, in one `tf.numpy_function` call per batch (TFRecords: per
+  `tfrecords.IMAGES_PER_CALL` images);
+- the geometry: `crop_geometry` (keras.ops) inside the tf.data graph, once per batch (TFRecords:
+  per `IMAGES_PER_CALL` images); for evaluation once for all records when the dataset is made.
+  Called eagerly from the numpy worker it would cost milliseconds per call (bench/pipeline.py
+  measures it). A crop's geometry does not depend on the other crops of the call, so sharded
+  pipelines cut bit for bit the crops of the unsharded one;
 - decoding and warping: OpenCV in `tf.numpy_function` inside a parallel `map` (cv2 measured
   1.6x faster per core than TF's decode + projective warp, docs/design.md section 7.4):
   training cuts a whole batch per call (less per-sample overhead), evaluation one person per
@@ -147,8 +149,8 @@ class _SampleMaker:
     tf.data graph): the matrices, the image area each crop samples, the keypoints in crop
     pixels. `warp` then cuts a crop with `cv2.warpAffine` and that matrix. (An eager keras.ops
     call costs milliseconds, a numpy call microseconds: the geometry runs in the graph, once per
-    batch or image, never eagerly per crop; only a replacement for a failed image is planned
-    eagerly.)
+    batch or few images, never eagerly per crop; only a replacement for a failed image is
+    planned eagerly.)
 
     Thread safe; the numpy parts run in tf.data worker threads through `tf.numpy_function`.
     """

@@ -47,6 +47,9 @@ from skelpose_tf.keypoints import get_keypoint_set  # noqa: E402
 
 META_FILE = "meta.json"
 AUTOTUNE = tf.data.AUTOTUNE
+# Images parsed, planned and cut per map call: the augmentation draw, the crop geometry and the
+# decode + warp worker then run once per few images instead of once per image.
+IMAGES_PER_CALL = 8
 
 
 def write_tfrecords(records, out_dir, num_shards, keypoint_set, input_size,
@@ -218,7 +221,8 @@ class TFRecordSource:
         dataset = dataset.shuffle(self.image_buffer, seed=seed)
         dataset = tf.data.Dataset.zip(dataset, tf.data.Dataset.random(seed=sample_seed))
         load = _image_loader(maker, num_records, must_progress=True)
-        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        dataset = dataset.batch(IMAGES_PER_CALL).map(load, num_parallel_calls=AUTOTUNE,
+                                                     deterministic=deterministic)
         dataset = dataset.unbatch().filter(lambda sample: sample["ok"])
         dataset = dataset.shuffle(shuffle_buffer or self.person_buffer, seed=seed)
         return dataset.batch(batch_size, drop_remainder=True)
@@ -228,7 +232,8 @@ class TFRecordSource:
         dataset = tf.data.TFRecordDataset(files)
         dataset = dataset.map(lambda example: (example, tf.constant(0, tf.int64)))
         load = _image_loader(maker, num_records, must_progress=False)
-        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+        dataset = dataset.batch(IMAGES_PER_CALL).map(load, num_parallel_calls=AUTOTUNE,
+                                                     deterministic=True)
         return dataset.unbatch().filter(lambda sample: sample["ok"])
 
 
@@ -247,52 +252,63 @@ _FEATURES = {
 
 
 def _image_loader(maker, num_records, must_progress):
-    """A tf.data map function: serialized example + seed -> per-person samples [P, ...].
+    """A tf.data map function: a batch of serialized examples [n] + their seeds [n] -> the
+    samples of all their people [P, ...] (in image order, then person order).
 
-    The crops are planned in the graph (`_SampleMaker.plan`: augmentation draw, then
-    `crop_geometry`), then the image is decoded and cut in one `tf.numpy_function` call.
+    The crops are planned in the graph (`_SampleMaker.plan`: one augmentation draw, then
+    `crop_geometry`, for all P people), then one `tf.numpy_function` call decodes the n images
+    and cuts the crops. Person j of an image has the augmentation seed image seed + j.
     """
     height, width = maker.input_size
     k = maker.num_keypoints
 
-    def load_numpy(data, path, size, record_index, matrices, corners):
-        path = os.fsdecode(path)
+    def load_numpy(data, paths, sizes, image_of_person, record_index, matrices, corners):
         people = len(record_index)
         crops = np.zeros((people, height, width, 3), np.uint8)
-        image = maker.load(data, path, size, f"records {record_index.tolist()}")
-        if image is None:
-            for index in record_index:
-                maker.failed(index, num_records, must_progress)
-            return crops, np.zeros((people,), bool)
-        for j in range(people):
-            crops[j] = maker.warp(image, matrices[j], corners[j])
-        return crops, np.ones((people,), bool)
+        ok = np.zeros((people,), bool)
+        for i, (encoded, path, size) in enumerate(zip(data, paths, sizes)):
+            mine = np.flatnonzero(image_of_person == i)
+            path = os.fsdecode(path)
+            image = maker.load(encoded, path, size, f"records {record_index[mine].tolist()}")
+            if image is None:
+                for index in record_index[mine]:
+                    maker.failed(index, num_records, must_progress)
+                continue
+            for j in mine:
+                crops[j] = maker.warp(image, matrices[j], corners[j])
+            ok[mine] = True
+        return crops, ok
 
-    def load(serialized, seed):
-        example = tf.io.parse_single_example(serialized, _FEATURES)
-        dense = {key: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor) else value
-                 for key, value in example.items()}
-        people = tf.shape(dense["person/record_index"])[0]
-        center = tf.reshape(dense["person/center"], [people, 2])
-        scale = tf.reshape(dense["person/scale"], [people, 2])
-        keypoints = tf.reshape(dense["person/keypoints"], [people, k, 2])
-        visibility = tf.reshape(dense["person/visibility"], [people, k])
-        # Person j's augmentation seed: the image's seed + j.
-        seeds = seed + tf.range(people, dtype=tf.int64)
-        plan = maker.plan(center, scale, keypoints, visibility, seeds)
+    def load(serialized, seeds):
+        example = tf.io.parse_example(serialized, _FEATURES)
+        people = tf.RaggedTensor.from_sparse(example["person/record_index"])
+        image_of_person = people.value_rowids()
+        record_index = people.values
+
+        def per_person(name, shape):
+            return tf.reshape(example[name].values, [-1, *shape])
+
+        center, scale = per_person("person/center", [2]), per_person("person/scale", [2])
+        keypoints = per_person("person/keypoints", [k, 2])
+        visibility = per_person("person/visibility", [k])
+        person_seeds = (tf.gather(seeds, image_of_person)
+                        + tf.ragged.range(people.row_lengths()).values)
+        plan = maker.plan(center, scale, keypoints, visibility, person_seeds)
         crops, ok = tf.numpy_function(
             load_numpy,
-            [dense["image/encoded"], dense["image/path"], tf.cast(dense["image/size"], tf.int32),
-             dense["person/record_index"], plan["matrix"], plan["corners"]],
+            [example["image/encoded"], example["image/path"],
+             tf.cast(example["image/size"], tf.int32), image_of_person, record_index,
+             plan["matrix"], plan["corners"]],
             [tf.uint8, tf.bool], stateful=False)
         crops.set_shape((None, height, width, 3))
         ok.set_shape((None,))
         return {
             "image": crops, "keypoints": tf.ensure_shape(plan["keypoints"], (None, k, 2)),
             "visibility": tf.ensure_shape(plan["visibility"], (None, k)), "ok": ok,
-            "record_index": dense["person/record_index"],
-            "image_id": tf.fill([people], dense["image/id"]),
-            "center": center, "scale": scale, "box_score": dense["person/box_score"],
+            "record_index": record_index,
+            "image_id": tf.gather(example["image/id"], image_of_person),
+            "center": center, "scale": scale,
+            "box_score": example["person/box_score"].values,
         }
 
     return load
