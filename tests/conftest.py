@@ -26,6 +26,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: full-size models or long runs; skipped by default")
+    config.addinivalue_line("markers", "backends: TensorFlow, JAX and PyTorch backends agree "
+                            "(needs requirements-backends.txt; its own step in .ci/run)")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,16 @@ One numerical difference from Keras' layer, on purpose: the moving variance is u
 unbiased batch variance (`n / (n - 1)`, as PyTorch and the official HRNet do); the batch itself is
 normalised with the biased variance, as in both frameworks.
 
-Feature maps are channels-last `[B, H, W, C]`; other layouts and other backends fall back to the
-Keras implementation.
+Feature maps are channels-last `[B, H, W, C]`. Other layouts and the JAX and PyTorch backends
+compute the same maths with `keras.ops` (`_keras_ops_training_call` in training, Keras' own
+inference): the same variables and the same unbiased moving-variance update, so weights trained
+on one backend load and continue on another.
 """
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="skelpose_tf")
@@ -38,6 +41,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if not self._uses_fused_kernel(inputs, mask):
+            if (training and self.trainable and mask is None and not self.renorm
+                    and not self.synchronized and self.scale and self.center):
+                return self._keras_ops_training_call(inputs)
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
@@ -55,3 +61,23 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             self.moving_mean.assign(moving_mean)
             self.moving_variance.assign(moving_variance)
         return outputs
+
+    def _keras_ops_training_call(self, inputs):
+        """The fused kernel's training maths in `keras.ops` (any backend, any layout): normalise
+        with the biased batch statistics in float32, update the moving variance with the
+        unbiased one (`n / (n - 1)`)."""
+        x = ops.cast(inputs, "float32")
+        axis = self.axis % len(x.shape)
+        reduced = [i for i in range(len(x.shape)) if i != axis]
+        mean, variance = ops.moments(x, reduced)
+        count = ops.cast(ops.size(x) // ops.shape(x)[axis], "float32")
+        unbiased = variance * count / ops.maximum(count - 1.0, 1.0)
+        factor = 1.0 - self.momentum
+        self.moving_mean.assign(
+            ops.cast(self.moving_mean, "float32") * self.momentum + mean * factor)
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, "float32") * self.momentum + unbiased * factor)
+        outputs = ops.batch_normalization(
+            x, mean, variance, axis=self.axis, offset=ops.cast(self.beta, "float32"),
+            scale=ops.cast(self.gamma, "float32"), epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)

@@ -4,12 +4,18 @@ The data pipeline delivers only images and keypoint coordinates; the trainer ren
 keypoint and skeletal target heatmaps with the `HeatmapCodec` inside the step (on the device,
 vectorised over the batch, also under XLA), runs the network and computes the
 visibility-masked losses `l = l_k + lambda * l_s` (docs/design.md section 3).
+
+It trains on all three Keras backends from the same `compute_losses`: on TensorFlow with a
+`GradientTape` step (and micro-batches in a `tf.while_loop`); on JAX with a stateless step
+(`jax.value_and_grad` over `stateless_call`, Keras' JAX trainer contract); on PyTorch with
+`backward()`. TensorFlow is imported only on its backend, so the JAX and PyTorch backends run
+where TensorFlow is not installed (the GPU benchmark, `bench/gpu.py`).
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from skelpose_tf.codec import HeatmapCodec
 from skelpose_tf.losses import pose_loss
@@ -33,7 +39,7 @@ class PoseTrainer(keras.Model):
             Peak activation memory is that of batch / micro_batches; the loss and gradient are
             those of the whole batch, except that BatchNorm normalises each micro-batch with its
             own statistics (as per-replica BatchNorm does across GPUs). The batch size must be
-            divisible by it.
+            divisible by it. TensorFlow backend only.
         **kwargs: standard `keras.Model` arguments.
 
     Data (`fit`, `evaluate`): batches `(images uint8 [B, H, W, 3], {"keypoints": float32
@@ -63,6 +69,9 @@ class PoseTrainer(keras.Model):
             raise ValueError(
                 f"micro_batches must be a positive integer. Received: {micro_batches!r}")
         self.micro_batches = int(micro_batches)
+        if self.micro_batches > 1 and keras.backend.backend() != "tensorflow":
+            raise ValueError("micro_batches > 1 needs the TensorFlow backend. Received: "
+                             f"micro_batches={micro_batches} on {keras.backend.backend()}.")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_NAMES}
         # The wrapped functional network is built already, so the trainer is too (saving and
         # BackupAndRestore-style restores require a built model).
@@ -93,7 +102,19 @@ class PoseTrainer(keras.Model):
             outputs, targets, self.skeletal_loss_weight)
         return total, keypoint_term, skeletal_term, outputs
 
-    def train_step(self, data):
+    def train_step(self, *args):
+        """One optimizer step: `train_step(data)` on TensorFlow and PyTorch, the stateless
+        `train_step(state, data) -> (logs, state)` on JAX."""
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        if backend == "torch":
+            return self._torch_train_step(*args)
+        return self._tf_train_step(*args)
+
+    def _tf_train_step(self, data):
+        import tensorflow as tf
+
         images, labels = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         if self.micro_batches == 1:
@@ -103,8 +124,49 @@ class PoseTrainer(keras.Model):
         self.optimizer.apply(gradients, self.trainable_variables)
         return self._update_logs(*losses)
 
+    def _torch_train_step(self, data):
+        import torch
+
+        images, labels = data
+        self.zero_grad()
+        losses = self.compute_losses(images, labels, True)[:3]
+        self.optimizer.scale_loss(losses[0]).backward()
+        gradients = [variable.value.grad for variable in self.trainable_variables]
+        with torch.no_grad():
+            self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_logs(*(loss.detach() for loss in losses))
+
+    def _jax_train_step(self, state, data):
+        import jax
+
+        trainable, non_trainable, optimizer_variables, metric_variables = state
+        images, labels = data
+
+        def scaled_loss(trainable, non_trainable):
+            outputs, non_trainable = self.stateless_call(
+                trainable, non_trainable, images, training=True)
+            targets = self.codec.encode(labels["keypoints"], labels["visibility"])
+            losses = pose_loss(outputs, targets, self.skeletal_loss_weight)
+            return self.optimizer.scale_loss(losses[0]), (losses, non_trainable)
+
+        (_, (losses, non_trainable)), gradients = jax.value_and_grad(
+            scaled_loss, has_aux=True)(trainable, non_trainable)
+        trainable, optimizer_variables = self.optimizer.stateless_apply(
+            optimizer_variables, gradients, trainable)
+        logs, start, updated = {}, 0, []
+        for name, value in zip(LOSS_NAMES, losses):
+            tracker = self.trackers[name]
+            variables = metric_variables[start:start + len(tracker.variables)]
+            start += len(tracker.variables)
+            variables = tracker.stateless_update_state(variables, value)
+            logs[name] = self._log_value(tracker.stateless_result(variables))
+            updated += list(variables)
+        return logs, (trainable, non_trainable, optimizer_variables, updated)
+
     def _loss_gradients(self, images, labels, divisor):
         """Gradients of `total / divisor` (loss-scaled) and `(total, keypoint, skeletal)`."""
+        import tensorflow as tf
+
         with tf.GradientTape() as tape:
             losses = self.compute_losses(images, labels, True)[:3]
             scaled = self.optimizer.scale_loss(losses[0] / divisor)
@@ -117,6 +179,8 @@ class PoseTrainer(keras.Model):
         released before the next forward pass starts, and the step's graph holds one copy of
         the network.
         """
+        import tensorflow as tf
+
         count = self.micro_batches
         batch = images.shape[0]
         if batch is not None and batch % count:
@@ -148,6 +212,8 @@ class PoseTrainer(keras.Model):
         logs = {}
         for name, value in zip(LOSS_NAMES, values):
             self.trackers[name].update_state(value)
-            result = self.trackers[name].result()
-            logs[name] = tf.reshape(result, [1]) if self.vector_logs else result
+            logs[name] = self._log_value(self.trackers[name].result())
         return logs
+
+    def _log_value(self, result):
+        return ops.reshape(result, [1]) if self.vector_logs else result
