@@ -27,8 +27,9 @@ score first. `detector.name` says where the boxes come from (the box source text
 - `keras_hub:PRESET_OR_DIR`: a keras-hub `ObjectDetector` (RetinaNet, D-FINE), from a local
   preset directory or a preset name (downloaded when online); `pip install .[detectors]`.
   Its `predict` returns `boxes` in the detector's `bounding_box_format` (presets: "yxyx") in
-  the pixels of the preprocessor's resized input, `labels`, `confidence` and
-  `num_detections`. The person label is keras-hub's COCO id
+  the pixels of its input, `labels`, `confidence` and `num_detections`; the image is resized
+  here to the preprocessor's `image_size` (so its own resize, which may crop to an aspect
+  ratio, does nothing) and the boxes scaled back. The person label is keras-hub's COCO id
   (`keras_hub.utils.coco_name_to_id("person")` = 1) for a 91-class head, 0 for an 80-class one
   (D-FINE's contiguous COCO labels); `person_class` overrides it.
 - `boxes:FILE`: boxes given in a JSON file (`read_boxes_file`): `predict.py`'s boxes layout
@@ -289,29 +290,34 @@ class KerasHubDetector:
         self.person_class = (_keras_hub_person_class(detector) if person_class is None
                              else int(person_class))
 
-    def _input_size(self, image_size):
-        """(height, width) of the image the detector's boxes refer to (its resized input)."""
+    def _input_size(self):
+        """(height, width) the detector's preprocessor resizes to, or None (any size)."""
         converter = getattr(getattr(self.detector, "preprocessor", None), "image_converter", None)
         size = getattr(converter, "image_size", None)
-        return tuple(image_size) if size is None or None in tuple(size) else tuple(size)
+        return None if size is None or None in tuple(size) else tuple(int(v) for v in size)
 
     def __call__(self, image, image_path=None):
         import keras
 
         image = _check_image(image, self.name)
+        height, width = image.shape[:2]
+        # Resized here, not by the preprocessor (which may crop to its aspect ratio): the
+        # boxes then scale back to the image by the two size ratios alone.
+        size = self._input_size() or (height, width)
+        if size != (height, width):
+            image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         outputs = self.detector.predict(image[None].astype(np.float32), verbose=0)
         count = int(np.ravel(outputs["num_detections"])[0])
         raw = np.asarray(outputs["boxes"], np.float32)[0, :count]
         labels = np.asarray(outputs["labels"])[0, :count]
         scores = np.asarray(outputs["confidence"], np.float32)[0, :count]
-        in_height, in_width = self._input_size(image.shape[:2])
         xyxy = np.asarray(keras.utils.bounding_boxes.convert_format(
             raw, source=self.detector.bounding_box_format, target="xyxy",
-            height=in_height, width=in_width), np.float32).reshape(-1, 4)
-        xyxy = xyxy * np.float32([image.shape[1] / in_width, image.shape[0] / in_height] * 2)
+            height=size[0], width=size[1]), np.float32).reshape(-1, 4)
+        xyxy = xyxy * np.float32([width / size[1], height / size[0]] * 2)
         person = labels == self.person_class
         boxes = np.concatenate([xyxy[person, :2], xyxy[person, 2:] - xyxy[person, :2]], axis=-1)
-        return select_boxes(clip_boxes(edges_to_pixels(boxes), image.shape[:2]), scores[person],
+        return select_boxes(clip_boxes(edges_to_pixels(boxes), (height, width)), scores[person],
                             self.det_score, self.nms_iou)
 
 
