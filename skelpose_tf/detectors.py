@@ -2,7 +2,8 @@
 
 A detector is a callable
 
-    detector(image_rgb uint8 [H, W, 3], image_path=None) -> (boxes float32 [N, 4], scores float32 [N])
+    detector(image_rgb uint8 [H, W, 3], image_path=None)
+        -> (boxes float32 [N, 4], scores float32 [N])
 
 returning **person** boxes only, as COCO bboxes `[x, y, w, h]` in image pixels (`(x, y)` the
 top-left pixel edge, the convention of `person_pose.PersonPose.box`), scoring at least its
