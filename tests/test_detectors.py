@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from pose_fixtures import write_object_detection_saved_model
 from skelpose_tf import detectors
 from skelpose_tf.detectors import open_detector
 
@@ -60,28 +61,17 @@ def test_select_boxes_thresholds_then_suppresses_overlaps_best_first():
     np.testing.assert_allclose(kept_scores, [0.9, 0.7])
 
 
-class _FixedDetector(tf.Module):
-    """An Object Detection API signature that returns fixed detections, padded to 6 rows."""
-
-    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
-    def serve(self, input_tensor):
-        del input_tensor
-        boxes = tf.constant([[[0.1, 0.2, 0.5, 0.6],     # person 0.9 -> kept
-                              [0.0, 0.0, 1.0, 1.0],     # class 3 (car) 0.95 -> dropped
-                              [0.12, 0.21, 0.5, 0.6],   # person 0.8, overlaps the first -> NMS
-                              [0.6, 0.6, 0.9, 0.8],     # person 0.2 -> under det_score
-                              [0.5, 0.0, 1.0, 0.25],    # person 0.7 -> kept
-                              [0.0, 0.0, 0.5, 0.5]]])   # beyond num_detections -> ignored
-        return {"detection_boxes": boxes,
-                "detection_scores": tf.constant([[0.9, 0.95, 0.8, 0.2, 0.7, 0.99]]),
-                "detection_classes": tf.constant([[1.0, 3.0, 1.0, 1.0, 1.0, 1.0]]),
-                "num_detections": tf.constant([5.0])}
-
-
 def test_object_detection_api_saved_model_gives_person_boxes_in_image_pixels(tmp_path):
-    module = _FixedDetector()
-    tf.saved_model.save(module, str(tmp_path / "od"), signatures={"serving_default": module.serve})
-    detector = open_detector(f"saved_model:{tmp_path / 'od'}")
+    boxes = [[0.1, 0.2, 0.5, 0.6],     # person 0.9 -> kept
+             [0.0, 0.0, 1.0, 1.0],     # class 3 (car) 0.95 -> dropped
+             [0.12, 0.21, 0.5, 0.6],   # person 0.8, overlaps the first -> NMS
+             [0.6, 0.6, 0.9, 0.8],     # person 0.2 -> under det_score
+             [0.5, 0.0, 1.0, 0.25],    # person 0.7 -> kept
+             [0.0, 0.0, 0.5, 0.5]]     # beyond num_detections -> ignored
+    path = write_object_detection_saved_model(
+        tmp_path / "od", boxes, [0.9, 0.95, 0.8, 0.2, 0.7, 0.99], [1, 3, 1, 1, 1, 1],
+        num_detections=5)
+    detector = open_detector(f"saved_model:{path}")
     boxes, scores = detector(np.zeros((100, 200, 3), np.uint8))
     # Normalised [y1, x1, y2, x2] * (H, W), the image's edges at -0.5 (pixel centres at
     # integers): x = 0.2 * 200 - 0.5, y = 0.1 * 100 - 0.5, w = 0.4 * 200, h = 0.4 * 100.
@@ -115,6 +105,12 @@ def test_bad_specs_and_files_are_one_line_errors(tmp_path):
     assert open_detector("none") is None
 
 
+def test_an_opencv_without_hog_names_the_wheel_to_install(monkeypatch):
+    monkeypatch.delattr(cv2, "HOGDescriptor")
+    with pytest.raises(ValueError, match="install opencv-contrib-python-headless"):
+        open_detector("hog")
+
+
 def test_boxes_file_layouts_and_coco_detection_results(tmp_path):
     image = np.zeros((50, 60, 3), np.uint8)
     (tmp_path / "named.json").write_text(json.dumps({"a.jpg": [[1, 2, 3, 4]]}))
@@ -138,7 +134,10 @@ def test_boxes_file_layouts_and_coco_detection_results(tmp_path):
     np.testing.assert_array_equal(by_name(image, "x/cat.jpg")[0], [[1, 1, 2, 2]])
 
 
-def test_keras_hub_detector_plumbing():
+@pytest.fixture(scope="module")
+def retinanet():
+    """A tiny keras-hub RetinaNet (91 COCO classes, 64x64 input) with random weights, every box
+    kept by its NMS, and no box regression (its boxes are its anchors, most in the image)."""
     keras_hub = pytest.importorskip("keras_hub")
     import keras
 
@@ -157,11 +156,21 @@ def test_keras_hub_detector_plumbing():
         prediction_decoder=keras_hub.layers.NonMaxSuppression(
             bounding_box_format="yxyx", from_logits=True, confidence_threshold=0.0,
             max_detections=20))
-    for weight in model.box_head.weights:  # no box regression: the boxes are anchors,
-        weight.assign(np.zeros(weight.shape, weight.dtype))  # most of them in the image
+    for weight in model.box_head.weights:
+        weight.assign(np.zeros(weight.shape, weight.dtype))
+    return model
+
+
+def test_keras_hub_detector_plumbing(retinanet):
+    model = retinanet
     image = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
     assert open_detector(model) is model  # a detector object passes through
     assert detectors.KerasHubDetector(model).person_class == 1  # keras-hub's COCO "person"
+
+    class EightyClasses:
+        num_classes = 80
+
+    assert detectors._keras_hub_person_class(EightyClasses()) == 0  # contiguous COCO labels
     # The oracle: the model's own output on the image resized to its 64x64 input. Random
     # weights rarely call anything a person: the plumbing is checked on the label it gives
     # most often, as if that were the person class.
@@ -184,3 +193,17 @@ def test_keras_hub_detector_plumbing():
     np.testing.assert_allclose(scores, expected_scores[order], atol=1e-4)
     np.testing.assert_allclose(boxes[:, :2], expected[order, :2], atol=0.05)
     np.testing.assert_allclose(boxes[:, :2] + boxes[:, 2:], expected[order, 2:], atol=0.05)
+
+
+def test_keras_hub_spec_loads_a_local_preset_directory(retinanet, tmp_path):
+    retinanet.save_to_preset(str(tmp_path / "preset"))
+    detector = open_detector(f"keras_hub:{tmp_path / 'preset'}", det_score=0.0)
+    assert detector.name == f"keras-hub detector {tmp_path / 'preset'}"
+    assert detector.person_class == 1
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    reference = detectors.KerasHubDetector(retinanet, det_score=0.0)(image)
+    assert len(reference[0]) > 0
+    for got, want in zip(detector(image), reference):  # the loaded model is the saved one
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    with pytest.raises(ValueError, match=f"keras_hub:{tmp_path / 'none'}: cannot load"):
+        open_detector(f"keras_hub:{tmp_path / 'none'}")

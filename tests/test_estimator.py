@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from pose_fixtures import pycocotools_stats, run_script
+from pose_fixtures import pycocotools_stats, run_script, write_object_detection_saved_model
 from skelpose_tf import PoseEstimator
 from skelpose_tf.crop_geometry import image_to_crop
 from skelpose_tf.data.coco import read_coco_detections
@@ -174,3 +174,24 @@ def test_predict_command_writes_coco_results_that_pycocotools_scores(saved, data
         payload = json.load(f)
     assert len(payload["images"]) == len(os.listdir(data.val_images))
     assert all(os.path.exists(entry["drawing"]) for entry in payload["images"])
+
+
+def test_predict_command_with_an_export_and_a_saved_model_detector(saved, data, tmp_path):
+    detector = write_object_detection_saved_model(
+        tmp_path / "od", [[0.1, 0.25, 0.9, 0.5], [0.2, 0.5, 0.8, 0.75], [0.0, 0.0, 1.0, 1.0]],
+        [0.9, 0.6, 0.99], [1, 1, 62])
+    image = os.path.join(data.val_images, sorted(os.listdir(data.val_images))[0])
+    out = tmp_path / "out"
+    completed = run_script("predict.py", f"--weights={saved['saved_model']}", f"--image={image}",
+                           f"--detector=saved_model:{detector}", f"--out_dir={out}",
+                           "--show_maps")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"model: export {saved['saved_model']}" in completed.stdout
+    with open(out / "predictions.json") as f:
+        (entry,) = json.load(f)["images"]
+    assert entry["box_source"] == f"detector {detector}"
+    # 160x120 image: x = 0.25 * 160 - 0.5, y = 0.1 * 120 - 0.5, w = 0.25 * 160, h = 0.8 * 120.
+    assert [p["box"] for p in entry["people"]] == [[39.5, 11.5, 40.0, 96.0],
+                                                    [79.5, 23.5, 40.0, 72.0]]
+    assert [p["box_score"] for p in entry["people"]] == [0.9, 0.6]
+    assert len(entry["maps"]) == 2 and all(os.path.exists(m) for m in entry["maps"])
