@@ -170,6 +170,9 @@ def predict_images(network, image_paths, boxes=None, boxes_file="", *, flip_test
     from skelpose_tf.estimator import PoseEstimator, read_image
 
     if isinstance(network, PoseEstimator):
+        if boxes is not None:
+            raise ValueError("predict_images: a PoseEstimator finds its own boxes; give it a "
+                             "boxes detector (detectors.BoxesDetector) instead of `boxes`.")
         estimator = network
     else:
         detector = (None if boxes is None else
