@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_pose_model": "skelpose_tf.models.pose_model",
     "PoseHRNet": "skelpose_tf.models.pose_model",
+    "PoseEstimator": "skelpose_tf.estimator",
+    "PersonPose": "skelpose_tf.person_pose",
 }
 
 

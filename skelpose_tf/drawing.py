@@ -120,6 +120,26 @@ def draw_box(image, box_xywh, color=(255, 255, 0), thickness=1, label=None):
     return canvas
 
 
+def draw_people(image, people, keypoint_set: KeypointSet, threshold=0.3, boxes=True):
+    """Every person's skeleton and, with `boxes`, its box labelled with the instance score and
+    the track id ("#3 0.87"), on a copy of `image`.
+
+    Args:
+        image: RGB uint8 [H, W, 3].
+        people: `person_pose.PersonPose`s (keypoints [K, 3] (x, y, score) image pixels).
+        threshold: keypoints scoring above it are drawn.
+        boxes: draw the person boxes (False for a whole-image box).
+    """
+    canvas = _check_image(image)
+    for person in people:
+        canvas = draw_pose(canvas, person.keypoints[:, :2], person.keypoints[:, 2], keypoint_set,
+                           threshold=threshold)
+        if boxes:
+            track = "" if person.track_id is None else f"#{person.track_id} "
+            canvas = draw_box(canvas, person.box, label=f"{track}{person.score:.2f}")
+    return canvas
+
+
 def colorize_heatmap(heatmap, value_range=(0.0, 1.0), colormap=cv2.COLORMAP_JET):
     """Map a float [h, w] heatmap to RGB uint8 [h, w, 3].
 

@@ -216,6 +216,24 @@ def write_dots_dataset(directory, num_images=2, detection_jitter=3.0) -> dict:
     return paths
 
 
+# Person detectors -------------------------------------------------------------------------------
+def write_object_detection_saved_model(path, boxes, scores, classes, num_detections=None) -> str:
+    """A SavedModel with the TF Object Detection API's `serving_default` (uint8 [1, H, W, 3]
+    `input_tensor` -> `detection_boxes` [1, N, 4] normalised [y1, x1, y2, x2],
+    `detection_scores`, `detection_classes`, `num_detections`) that returns the given
+    detections whatever the image; `num_detections` defaults to N."""
+    outputs = {"detection_boxes": tf.constant([boxes], tf.float32),
+               "detection_scores": tf.constant([scores], tf.float32),
+               "detection_classes": tf.constant([classes], tf.float32),
+               "num_detections": tf.constant([float(len(scores) if num_detections is None
+                                                    else num_detections)])}
+    module = tf.Module()
+    module.serve = tf.function(lambda input_tensor: dict(outputs), input_signature=[
+        tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
 # Scripts and oracles -----------------------------------------------------------------------------
 def run_script(script, *args, timeout=600):
     """Run `python <script> args...` from the repository root; returns the CompletedProcess."""

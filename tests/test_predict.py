@@ -128,7 +128,8 @@ def test_maps_panels_come_from_the_predictions_own_pass_and_crops(tmp_path, monk
                         lambda path: reads.append(path) or open(path, "rb").read())
     predictions = image_prediction.predict_images(network, paths, boxes, "boxes.json", batch_size=8,
                                              keep_maps=True)
-    assert int(network.calls.numpy()) == 1  # one batch of three crops, with the flip test
+    # One pass per image (crops of one image in one batch), the flip test in the same pass.
+    assert int(network.calls.numpy()) == 2
     maps = predictions[0].maps
     assert maps["crops"].shape == (2, *network.input_size, 3)
     # The kept keypoints are the image keypoints in the crop's own pixels.
@@ -139,7 +140,7 @@ def test_maps_panels_come_from_the_predictions_own_pass_and_crops(tmp_path, monk
         predictions[0].keypoints, atol=1e-3)
     payload = image_prediction.write_outputs(predictions, network, str(tmp_path / "out"),
                                         show_maps=True)
-    assert int(network.calls.numpy()) == 1  # the panels ran no second pass
+    assert int(network.calls.numpy()) == 2  # the panels ran no second pass
     assert sorted(reads) == sorted(paths)  # each image read once, for its skeleton drawing
     assert [len(entry["maps"]) for entry in payload["images"]] == [2, 1]
     with pytest.raises(ValueError, match="keep_maps=True"):
@@ -171,7 +172,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(encoded.tobytes()[:400])
     for images in ([paths[0], str(truncated)], [str(truncated)]):
-        with pytest.raises(ValueError, match="Cannot decode 1 image.*truncated"):
+        with pytest.raises(ValueError, match="Cannot read image .*truncated.jpg: truncated"):
             image_prediction.predict_images(PoolingNetwork(DOTS), images)
 
 
