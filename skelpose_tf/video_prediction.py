@@ -227,14 +227,9 @@ def predict_video(est, source, out_dir, *, detect_every: int = 1, smooth: bool =
         whether a camera recording was stopped by Ctrl-C, and the output paths.
 
     Raises:
-        UserError: the source cannot be opened, or an output would overwrite it.
+        UserError: the source cannot be opened or has no decodable frame.
     """
-    paths = output_paths(source, out_dir)
-    if not isinstance(source, (int, np.integer)):
-        for path in paths.values():
-            if os.path.exists(path) and os.path.samefile(path, os.fspath(source)):
-                raise UserError(f"{path} would overwrite the input video; choose another "
-                                "--out_dir.")
+    paths = output_paths(source, out_dir)  # never the source's own name (a "_poses" suffix)
     stream = progress_stream or sys.stderr
     counts, track_ids, interrupted = [], set(), False
     with VideoReader(source) as reader:
@@ -306,10 +301,10 @@ def define_video_flags(flag_values=None) -> dict:
         "max_frames": flags.DEFINE_integer("max_frames", None, "Video: stop after N frames.",
                                            lower_bound=0, flag_values=values),
         "smooth_min_cutoff": flags.DEFINE_float(
-            "smooth_min_cutoff", 1.7, "One-Euro min_cutoff in Hz (lower: smoother, more lag).",
+            "smooth_min_cutoff", 1.0, "One-Euro min_cutoff in Hz (lower: smoother, more lag).",
             lower_bound=1e-3, flag_values=values),
         "smooth_beta": flags.DEFINE_float(
-            "smooth_beta", 0.3, "One-Euro beta (higher: less lag on fast motion).",
+            "smooth_beta", 0.1, "One-Euro beta (higher: less lag on fast motion).",
             lower_bound=0.0, flag_values=values),
         "track_max_missed": flags.DEFINE_integer(
             "track_max_missed", None, "Frames a person may be missing and keep their track id "
