@@ -172,3 +172,40 @@ def test_a_real_network_through_the_inference_path(clip, network, tmp_path):
         _, _, first = next(iter(reader))
     direct = est.estimate(first, *est.detect(first))[0].keypoints
     np.testing.assert_allclose(keypoints[0], direct, atol=1e-3)
+
+
+class _Interrupting(GroundTruthEstimator):
+    """Ctrl-C while frame `at` is being estimated."""
+
+    def __init__(self, video, at):
+        super().__init__(video)
+        self.at = at
+
+    def estimate(self, image, boxes, box_scores=None):
+        if self.frame_index(image) == self.at:
+            raise KeyboardInterrupt
+        return super().estimate(image, boxes, box_scores)
+
+
+def test_ctrl_c_aborts_a_file_but_ends_a_camera_recording(clip, tmp_path, monkeypatch):
+    import dataclasses
+
+    from skelpose_tf import video_prediction
+
+    video, path, _ = clip
+    with pytest.raises(KeyboardInterrupt):
+        predict_video(_Interrupting(video, 5), path, str(tmp_path), progress=False)
+    assert os.listdir(tmp_path) == []  # no partial outputs, no final ones
+
+    class FileAsCamera(VideoReader):  # the clip, read as if it came from a camera
+        def __init__(self, source):
+            super().__init__(path)
+            self.info = dataclasses.replace(self.info, is_camera=True, frame_count=None)
+
+    monkeypatch.setattr(video_prediction, "VideoReader", FileAsCamera)
+    summary = predict_video(_Interrupting(video, 5), 0, str(tmp_path), progress=False)
+    assert summary["interrupted"] and summary["frames"] == 5
+    assert sorted(os.listdir(tmp_path)) == ["camera0_poses.jsonl", "camera0_poses.mp4",
+                                            "camera0_summary.json"]
+    assert {r["frame"] for r in read_json_lines(tmp_path / "camera0_poses.jsonl")} == set(
+        range(5))
