@@ -4,6 +4,8 @@
     python predict.py --weights runs/demo --image photos/ --detector=boxes:boxes.json --show_maps
     python predict.py --weights export/saved_model --image photo.jpg \
         --detector=saved_model:ssd_mobilenet/saved_model --det_score=0.4
+    python predict.py --weights runs/demo --video clip.mp4 --smooth --detect_every=4
+    python predict.py --weights runs/demo --camera 0          # Ctrl-C ends the recording
 
 --weights: a .keras file, a run directory, a .weights.h5 file (with the architecture flags), a
 SavedModel export directory or a .tflite export (`skelpose_tf.estimator.PoseEstimator.load`).
@@ -23,6 +25,12 @@ Writes into --out_dir: `predictions.json` (keypoints in original-image pixels),
 heatmaps, upper/lower/full-body attention and keypoint heatmaps over the input crop, as the
 paper's Fig. 1-2).
 
+--video FILE / --camera N (`skelpose_tf.video_prediction`): people get track ids across frames,
+the detector runs on every --detect_every-th frame (people are followed from their last pose in
+between), --smooth applies One-Euro smoothing per track. Writes `<video>_poses.mp4` (skeletons
+and track ids drawn), `<video>_poses.jsonl` (one COCO-style record per frame and person, with
+frame, time and track id) and `<video>_summary.json`, with a progress line in frames/s.
+
 In a folder, an image that cannot be read (truncated, corrupt) is skipped: the others are
 predicted and written, the skipped ones are printed and listed under "skipped" in
 predictions.json (exit status 0; 1 with one line when no image could be read). A single image
@@ -39,6 +47,8 @@ from absl import flags, logging  # noqa: E402
 from skelpose_tf import cli, image_prediction, model_flags  # noqa: E402
 from skelpose_tf.data.records import SkipReport  # noqa: E402
 from skelpose_tf.detectors import DEFAULT_NMS_IOU, image_ids_by_name  # noqa: E402
+from skelpose_tf.video_prediction import (define_video_flags, predict_video,  # noqa: E402
+                                          video_options, video_source)
 
 _WEIGHTS = model_flags.define_weights_flag(
     help_text=model_flags.WEIGHTS_HELP + " Or an export: a SavedModel directory or a .tflite "
@@ -46,6 +56,7 @@ _WEIGHTS = model_flags.define_weights_flag(
 model_flags.define_architecture_flags()
 model_flags.define_decoding_flags()
 _IMAGE = flags.DEFINE_string("image", None, "An image file, or a folder of images.")
+_VIDEO_FLAGS = define_video_flags()
 _DETECTOR = flags.DEFINE_string(
     "detector", "hog", "Person detector: hog, hog:SIDE, saved_model:DIR, "
     "keras_hub:PRESET_OR_DIR, boxes:FILE or none (the whole image).")
@@ -64,7 +75,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Person crops per forward p
 _SHOW_MAPS = flags.DEFINE_boolean("show_maps", False,
                                   "Also write each person's heatmap / attention-map panel.")
 _THRESHOLD = flags.DEFINE_float("draw_threshold", 0.3, "Draw keypoints scoring above this.")
-flags.mark_flag_as_required("image")
+flags.register_multi_flags_validator(
+    ["image", "video", "camera"], lambda values: sum(v is not None for v in values.values()) == 1,
+    message="Give exactly one of --image, --video and --camera.")
 
 
 def _detector_spec() -> str:
@@ -99,10 +112,8 @@ def _estimator(images):
     return PoseEstimator(runner, detector, batch_size=_BATCH_SIZE.value)
 
 
-def _predict():
-    images = image_prediction.list_images(_IMAGE.value)
-    ids_by_name = image_ids_by_name(_ANNOTATIONS.value) if _ANNOTATIONS.value else None
-    estimator = _estimator(images)
+def _describe_model(estimator) -> str:
+    """Prints what predicts and returns the model's path for the outputs."""
     runner = estimator.runner
     network = getattr(runner, "network", None)
     model = getattr(runner, "path", None) or _WEIGHTS.value
@@ -115,6 +126,33 @@ def _predict():
         print(f"model: export {model}", flush=True)
     detector = estimator.detector
     print(f"person boxes: {detector.name if detector else 'whole image'}", flush=True)
+    return model
+
+
+def _predict_video():
+    source = video_source(_VIDEO_FLAGS)
+    if _detector_spec().startswith("boxes:"):
+        raise cli.UserError("A boxes file names images, not video frames: give a detector "
+                            "(--detector=hog, saved_model:DIR, keras_hub:PRESET) for --video / "
+                            "--camera.")
+    estimator = _estimator([])
+    _describe_model(estimator)
+    summary = predict_video(estimator, source, _OUT_DIR.value, draw_threshold=_THRESHOLD.value,
+                            **video_options(_VIDEO_FLAGS, estimator.keypoint_set))
+    print(f"frames: {summary['frames']}, people per frame: mean "
+          f"{summary['people_per_frame']['mean']:.2f}, tracks: {len(summary['track_ids'])}, "
+          f"{summary['processing_fps']:.1f} frames/s")
+    for name, path in summary["outputs"].items():
+        print(f"{name}: {path}")
+
+
+def _predict():
+    images = image_prediction.list_images(_IMAGE.value)
+    ids_by_name = image_ids_by_name(_ANNOTATIONS.value) if _ANNOTATIONS.value else None
+    estimator = _estimator(images)
+    runner = estimator.runner
+    network = getattr(runner, "network", None)
+    model = _describe_model(estimator)
     # A folder: a bad file is a counted skip; an image named explicitly must be readable.
     skipped = [] if os.path.isdir(_IMAGE.value) else None
     predictions = image_prediction.predict_images(estimator, images, keep_maps=_SHOW_MAPS.value,
@@ -150,7 +188,10 @@ def _predict():
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # skipped inputs are summarised in the report
-    _predict()
+    if _IMAGE.value is None:
+        _predict_video()
+    else:
+        _predict()
 
 
 if __name__ == "__main__":

@@ -199,6 +199,18 @@ class PoseEstimator:
         """Every person in `image` (RGB uint8 [H, W, 3], or an image file): `PersonPose`s."""
         return self.estimate(image)
 
+    def video(self, source, **options):
+        """Poses frame by frame: yields `(frame_index, frame RGB uint8 [H, W, 3], persons)`
+        with track ids, for a video file or an int camera index.
+
+        `options` are `video_prediction.iterate_video`'s: detect_every (run the detector on
+        every N-th frame, follow people from their last pose in between), smooth (One-Euro
+        smoothing per track), tracker, smoother, max_frames.
+        """
+        from skelpose_tf.video_prediction import iterate_video
+
+        return iterate_video(self, source, **options)
+
     def detect(self, image, image_path=None):
         """Person boxes of the detector: (float32 [N, 4] `[x, y, w, h]` image pixels,
         float32 [N]); the whole image (score 1) without a detector."""

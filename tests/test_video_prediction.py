@@ -17,7 +17,8 @@ from skelpose_tf.video import (JsonLinesWriter, VideoReader, VideoWriter, person
                                person_record, read_json_lines)
 from skelpose_tf.video_prediction import (define_video_flags, iterate_video, predict_video,
                                           video_options, video_source)
-from video_fixtures import GroundTruthEstimator, NetworkEstimator
+from pose_fixtures import run_script, save_tiny_model
+from video_fixtures import GroundTruthEstimator
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40), (128, 128, 128),
            (10, 10, 10), (250, 250, 250)]  # fmt: skip
@@ -154,26 +155,6 @@ def test_video_flags():
         video_source(holders)
 
 
-def test_a_real_network_through_the_inference_path(clip, network, tmp_path):
-    video, path, _ = clip
-    est = NetworkEstimator(network, str(tmp_path))
-    summary = predict_video(est, path, str(tmp_path / "out"), max_frames=3, progress=False)
-    records = read_json_lines(summary["outputs"]["predictions"])
-    assert summary["frames"] == 3 and est.estimate_calls == 3
-    assert [r["frame"] for r in records] == [0, 1, 2] and {r["track_id"] for r in records} == {1}
-    keypoints = np.reshape([r["keypoints"] for r in records], (3, 17, 3))
-    assert np.all(np.isfinite(keypoints))
-    # Keypoints are decoded in the whole-frame box (-0.5 .. 159.5 x -0.5 .. 119.5 plus the
-    # crop's padding) and mapped back to frame pixels.
-    assert keypoints[..., 0].min() > -40 and keypoints[..., 0].max() < 200
-    assert keypoints[..., 1].min() > -40 and keypoints[..., 1].max() < 160
-    # The estimator called directly on the first frame gives what the video run wrote.
-    with VideoReader(path) as reader:
-        _, _, first = next(iter(reader))
-    direct = est.estimate(first, *est.detect(first))[0].keypoints
-    np.testing.assert_allclose(keypoints[0], direct, atol=1e-3)
-
-
 class _Interrupting(GroundTruthEstimator):
     """Ctrl-C while frame `at` is being estimated."""
 
@@ -209,3 +190,32 @@ def test_ctrl_c_aborts_a_file_but_ends_a_camera_recording(clip, tmp_path, monkey
                                             "camera0_summary.json"]
     assert {r["frame"] for r in read_json_lines(tmp_path / "camera0_poses.jsonl")} == set(
         range(5))
+
+
+def test_predict_py_on_a_video_equals_the_python_api(clip, tmp_path):
+    """`predict.py --video` end to end on a saved tiny model, against
+    `PoseEstimator.load(...).video(...)` in this process: the same track ids and keypoints."""
+    from skelpose_tf.estimator import PoseEstimator
+
+    _, path, _ = clip
+    run_dir = str(tmp_path / "run")
+    save_tiny_model(run_dir)
+    result = run_script("predict.py", f"--weights={run_dir}", f"--video={path}",
+                        "--detector=none", "--max_frames=3", f"--out_dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "frames: 3" in result.stdout and "frames/s" in result.stdout
+    records = read_json_lines(tmp_path / "out" / "clip_poses.jsonl")
+    estimator = PoseEstimator.load(run_dir, detector="none")
+    expected = [(index, person) for index, _, persons in estimator.video(path, max_frames=3)
+                for person in persons]
+    assert [(r["frame"], r["track_id"]) for r in records] == [
+        (index, person.track_id) for index, person in expected] == [(0, 1), (1, 1), (2, 1)]
+    for record, (_, person) in zip(records, expected):
+        np.testing.assert_allclose(np.reshape(record["keypoints"], (-1, 3)), person.keypoints,
+                                   atol=2e-3)
+
+    # A boxes file names images, not frames: refused in one line.
+    refused = run_script("predict.py", f"--weights={run_dir}", f"--video={path}",
+                         "--detector=boxes:boxes.json", f"--out_dir={tmp_path / 'out2'}")
+    assert refused.returncode == 1 and "boxes file names images" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -7,17 +7,14 @@ test_video_prediction).
   (minus chosen misses) in a shuffled order, and "estimates" the true keypoints of the person
   whose box overlaps most, plus Gaussian noise drawn from a generator seeded by (seed, frame,
   person): the same person in the same frame always gets the same noise, however it is asked.
-- `NetworkEstimator`: the same interface over a real Keras pose network, through the one
-  inference path (`image_prediction.person_records` + `inference.predict_records`), with the
-  whole frame as the detector's box.
+  (The real estimator, `skelpose_tf.PoseEstimator`, is tested in test_video_prediction through
+  `predict.py --video`.)
 - `identities(persons, video, frame)`: which ground-truth person each pose is (nearest keypoints).
 """
 
 from __future__ import annotations
 
-import os
 
-import cv2
 import numpy as np
 
 from skelpose_tf.data.synthetic_video import SyntheticVideo
@@ -83,42 +80,6 @@ class GroundTruthEstimator:
             score = rescore_instances(keypoints[None, :, 2], [box_score])[0]
             persons.append(PersonPose(box, score, keypoints, box_score=float(box_score)))
         return persons
-
-
-class NetworkEstimator:
-    """A Keras pose network in the estimator interface: whole-frame "detections", poses through
-    `person_records` + `predict_records` on the frame written to `work_dir` as a PNG."""
-
-    def __init__(self, network, work_dir):
-        from skelpose_tf.inference import PosePredictor
-
-        self.runner = PosePredictor(network, flip_test=False)
-        self.keypoint_set = network.codec.keypoint_set
-        self.path = os.path.join(work_dir, "frame.png")
-        self.estimate_calls = 0
-
-    def detect(self, image):
-        from skelpose_tf.image_prediction import whole_image_box
-
-        return whole_image_box(image.shape[:2])[None], np.ones((1,), np.float32)
-
-    def estimate(self, image, boxes, box_scores=None):
-        from skelpose_tf.image_prediction import person_records
-        from skelpose_tf.inference import predict_records
-
-        self.estimate_calls += 1
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        box_scores = np.ones(len(boxes), np.float32) if box_scores is None else box_scores
-        cv2.imwrite(self.path, cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR))
-        records, _ = person_records([self.path], {self.path: (boxes, box_scores)}, "",
-                                    self.runner.input_size, self.keypoint_set.num_keypoints)
-        result = predict_records(self.runner, records, batch_size=8)
-        decoder = self.runner.codec.decoder
-        order = np.argsort(result["record_index"])
-        points, scores = result["keypoints"][decoder][order], result["scores"][decoder][order]
-        instance = rescore_instances(scores, box_scores)
-        return [PersonPose(box, s, np.concatenate([p, k[:, None]], axis=1), box_score=float(b))
-                for box, s, p, k, b in zip(boxes, instance, points, scores, box_scores)]
 
 
 def identities(persons, video: SyntheticVideo, frame: int) -> list:
