@@ -4,7 +4,7 @@ Without PyTorch, checkpoints are generated from a Keras model by the reverse map
 in torch.save's layouts by `torch_checkpoint_writer`; the names and shapes are checked against the
 official W32 state dict (`hrnet_w32_state_dict.txt`, listed from the official PyTorch model).
 With PyTorch, a PyTorch HRNet written from the documented topology
-(`torch_hrnet_reference.py`) is the oracle for the outputs.
+(`bench/torch_hrnet.py`, the benchmarks' PyTorch peer) is the oracle for the outputs.
 """
 
 import ast
@@ -535,10 +535,10 @@ def test_a_weights_file_of_another_architecture_says_what_differs(tmp_path):
 
 def _torch_reference(width, num_keypoints, seed):
     torch = pytest.importorskip("torch")
-    from torch_hrnet_reference import TinyPoseHRNet
+    from bench.torch_hrnet import TorchPoseHRNet
 
     torch.manual_seed(seed)
-    net = TinyPoseHRNet(width, num_keypoints)
+    net = TorchPoseHRNet(width, num_keypoints)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in net.modules():

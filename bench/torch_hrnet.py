@@ -1,4 +1,7 @@
-"""A small PyTorch HRNet written from the documented official topology, for equivalence tests.
+"""The PyTorch peer: the official pose_hrnet topology at any width, in PyTorch.
+
+The benchmarks time it next to the project in the same run (`bench/peer.py`), and the weight
+conversion tests use it as the oracle for the outputs of converted checkpoints.
 
 Written from `shared/reference/hrnet-reference.md` section 2 (not copied from any project):
 stem of two 3x3 stride-2 conv-BN-ReLU; stage 1 of 4 bottlenecks (64 planes, expansion 4, 1x1
@@ -8,6 +11,10 @@ last branch for a new one); fuse j -> i: 1x1 conv + BN + nearest upsampling for 
 3x3 stride-2 conv + BN (ReLU on all but the last) for j < i, summed in order j = 0, 1, ... then
 ReLU; the last module outputs branch 0 only; a 1x1 `final_layer` with bias. Module attribute
 names follow the official state-dict names (`shared/reference/hrnet-w32-state-dict.txt`).
+
+Like the official code, every ReLU and the residual additions of the blocks run in place
+(`nn.ReLU(inplace=True)`, `out += residual`): fewer activation copies, which is most of the
+difference between a plainly written HRNet and the official one in training speed on a CPU.
 
 Input: ImageNet-normalised `[B, 3, H, W]`; output heatmaps `[B, K, H/4, W/4]`.
 Import only where torch is installed (`pytest.importorskip("torch")` first).
@@ -37,8 +44,10 @@ class BasicBlock(nn.Module):
         self.conv2, self.bn2 = _conv3x3(channels, channels), _bn(channels)
 
     def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + x)
+        y = torch.relu_(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        y += x
+        return torch.relu_(y)
 
 
 class Bottleneck(nn.Module):
@@ -54,11 +63,11 @@ class Bottleneck(nn.Module):
                                             _bn(out_channels))
 
     def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = torch.relu(self.bn2(self.conv2(y)))
+        y = torch.relu_(self.bn1(self.conv1(x)))
+        y = torch.relu_(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        shortcut = x if self.downsample is None else self.downsample(x)
-        return torch.relu(y + shortcut)
+        y += x if self.downsample is None else self.downsample(x)
+        return torch.relu_(y)
 
 
 class HighResolutionModule(nn.Module):
@@ -86,7 +95,7 @@ class HighResolutionModule(nn.Module):
                         out = channels[i] if last else c_j
                         layers = [_conv3x3(c_j, out, 2), _bn(out)]
                         if not last:
-                            layers.append(nn.ReLU())
+                            layers.append(nn.ReLU(inplace=True))
                         chain.append(nn.Sequential(*layers))
                     row.append(nn.Sequential(*chain))
             self.fuse_layers.append(row)
@@ -98,12 +107,12 @@ class HighResolutionModule(nn.Module):
             y = xs[0] if i == 0 else row[0](xs[0])
             for j in range(1, len(xs)):
                 y = y + (xs[j] if i == j else row[j](xs[j]))
-            fused.append(torch.relu(y))
+            fused.append(torch.relu(y) if y is xs[0] else torch.relu_(y))
         return fused
 
 
-class TinyPoseHRNet(nn.Module):
-    """Official pose_hrnet topology at any width, in PyTorch."""
+class TorchPoseHRNet(nn.Module):
+    """Official pose_hrnet topology at any width, in PyTorch (`width` 32 / 48 as published)."""
 
     def __init__(self, width, num_keypoints):
         super().__init__()
@@ -117,10 +126,10 @@ class TinyPoseHRNet(nn.Module):
             for i, c in enumerate(channels):
                 if i < len(previous):
                     transition.append(None if previous[i] == c else nn.Sequential(
-                        _conv3x3(previous[i], c), _bn(c), nn.ReLU()))
+                        _conv3x3(previous[i], c), _bn(c), nn.ReLU(inplace=True)))
                 else:
                     transition.append(nn.Sequential(nn.Sequential(
-                        _conv3x3(previous[-1], c, 2), _bn(c), nn.ReLU())))
+                        _conv3x3(previous[-1], c, 2), _bn(c), nn.ReLU(inplace=True))))
             setattr(self, f"transition{stage - 1}", transition)
             setattr(self, f"stage{stage}", nn.Sequential(*[
                 HighResolutionModule(channels, not (stage == 4 and m == modules - 1))
@@ -130,8 +139,8 @@ class TinyPoseHRNet(nn.Module):
         self.final_layer = nn.Conv2d(width, num_keypoints, 1)
 
     def forward(self, images):
-        x = torch.relu(self.bn1(self.conv1(images)))
-        x = torch.relu(self.bn2(self.conv2(x)))
+        x = torch.relu_(self.bn1(self.conv1(images)))
+        x = torch.relu_(self.bn2(self.conv2(x)))
         branches = [self.layer1(x)]
         for stage in (2, 3, 4):
             transition = getattr(self, f"transition{stage - 1}")
