@@ -5,20 +5,25 @@ when `--w32`), on the CPU with 2 threads everywhere (TF intra/inter-op threads, 
 interpreter threads with XNNPACK):
 
 - `keras fp32`, `keras bf16`: the network's forward pass (`tf.function`, no XLA; bf16 is the
-  `mixed_bfloat16` copy of the same weights), as the PyTorch anchors of
-  `shared/reference/performance-facts.md` measure it;
+  `mixed_bfloat16` copy of the same weights);
 - `saved_model`: the exported SavedModel's `serving_default` (forward pass + decoder);
 - `tflite <quantization>`: the MoveNet-contract model (forward pass + decoder inside), built
   for a fixed batch of 1 or 16, run through the LiteRT signature runner.
 
+- `pytorch default`, `pytorch best` (W32 only, where PyTorch is installed; `--peer false`
+  skips them): the PyTorch peer (`bench/peer.py`, the official HRNet topology) in NCHW fp32 and
+  in channels_last + bf16 autocast, each in a process of its own that stays alive and takes its
+  turn with the other configurations (its times are measured inside its process).
+
 Exports for the benchmark are made without the flip test (one forward pass per crop, as the
-anchors). `int8` calibrates on crops of the synthetic training set. Every configuration is
+peer). `int8` calibrates on crops of the synthetic training set. Every configuration is
 warmed up, then the configurations take turns (`--repeats` rounds of `--calls` calls each, so
 load changes hit all alike); the figure is the median call. Reported: batch-1 latency (ms) and
 img/s, batch-16 img/s, model size, and the CPU seconds per image of the process (all threads;
 less disturbed by other processes than wall-clock rates on a shared machine). Prints a markdown
-table, the goals against the PyTorch anchors (W32 only), the command, machine, date and load
-average, and writes `--out_json`.
+table, the ratios to the peer measured in the same run and the goals (W32 only: batch 1 >= 3x
+the peer's fastest, batch 16 >= 1.1x), the command, machine, date and load average, and writes
+`--out_json`.
 
     python -m bench.inference --weights runs/demo            # demo model + W32 256x192
     python -m bench.inference --weights none --w32 --repeats 5
@@ -35,6 +40,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from bench import peer  # noqa: E402
 from bench.machine import describe_machine, load_average  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -55,16 +61,17 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "data/synthetic",
                                 "Synthetic data set for int8 calibration and input crops.")
 _NUM_CALIBRATION = flags.DEFINE_integer("num_calibration", 32, "int8 calibration crops.")
 _OUT_JSON = flags.DEFINE_string("out_json", "", "Also write the results here.")
+_PEER = flags.DEFINE_enum("peer", "auto", ["auto", "true", "false"],
+                          "Time the PyTorch peer with the W32 model (auto: where PyTorch is "
+                          "installed).")
 
-# shared/reference/performance-facts.md, W32 256x192, this 2-core machine, quiet, 2 threads.
-PYTORCH_FASTEST = {1: 11.6, 16: 21.9}  # channels_last + bf16 autocast, img/s
 GOAL_BATCH1_FACTOR = 3.0
 GOAL_BATCH16_FACTOR = 1.1
 
 
 def _crops(network, count):
     """Real crops of the synthetic training set at the network's input size."""
-    from skelpose_tf.model_evaluation import ensure_synthetic_dataset
+    from skelpose_tf.data.sources import ensure_synthetic_dataset
     from skelpose_tf.export import dataset_crops
 
     paths = ensure_synthetic_dataset(_DATA_DIR.value)
@@ -138,15 +145,35 @@ def _configurations(label, network, batch_sizes, scratch):
     return configs
 
 
+def _peer_configurations(label, batch_sizes, servers):
+    """The PyTorch peer's configurations: a `PeerServer` per setting, timing in its process."""
+    configs = []
+    for setting in ("default", "best"):
+        server = peer.PeerServer(setting, 32, "256x192", _THREADS.value)
+        servers.append(server)
+        for batch in batch_sizes:
+            configs.append((label, f"pytorch {setting}", batch, server, 4 * server.parameters))
+    return configs
+
+
 def _time(configs, inputs, calls):
-    """Median wall and CPU seconds per call of every configuration, taking turns."""
+    """Median wall and CPU seconds per call of every configuration, taking turns (a peer
+    server times its calls in its own process)."""
     for _, _, batch, function, _ in configs:
+        if isinstance(function, peer.PeerServer):
+            function.time_calls(batch, 0, _WARMUP.value)
+            continue
         for _ in range(_WARMUP.value):
             function(inputs[batch])
     wall = {i: [] for i in range(len(configs))}
     cpu = {i: [] for i in range(len(configs))}
     for round_index in range(_REPEATS.value):
         for i, (label, name, batch, function, _) in enumerate(configs):
+            if isinstance(function, peer.PeerServer):
+                walls, cpus = function.time_calls(batch, calls[batch])
+                wall[i] += walls
+                cpu[i] += cpus
+                continue
             for _ in range(calls[batch]):
                 started_wall, started_cpu = time.perf_counter(), time.process_time()
                 function(inputs[batch])
@@ -183,19 +210,22 @@ def _table(configs, wall, cpu, batch_sizes):
 
 
 def _goals(rows, label):
+    """Ratios of the project's fastest configuration to the peer's fastest, same run."""
     lines = []
-    mine = [r for r in rows if r["model"] == label]
+    mine = [r for r in rows if r["model"] == label and not r["config"].startswith("pytorch")]
+    peers = [r for r in rows if r["model"] == label and r["config"].startswith("pytorch")]
     for batch, factor in ((1, GOAL_BATCH1_FACTOR), (16, GOAL_BATCH16_FACTOR)):
         key = f"batch{batch}_img_s"
         candidates = [r for r in mine if key in r]
-        if not candidates:
+        rivals = [r for r in peers if key in r]
+        if not candidates or not rivals:
             continue
-        best = max(candidates, key=lambda r: r[key])
-        goal = factor * PYTORCH_FASTEST[batch]
-        verdict = "met" if best[key] >= goal else "NOT met"
+        best, rival = (max(group, key=lambda r: r[key]) for group in (candidates, rivals))
+        ratio = best[key] / rival[key]
+        verdict = "met" if ratio >= factor else "NOT met"
         lines.append(f"- {label} batch {batch}: fastest is {best['config']} at {best[key]:.1f} "
-                     f"img/s; goal {factor:g} x PyTorch's {PYTORCH_FASTEST[batch]} = {goal:.1f} "
-                     f"img/s: {verdict}")
+                     f"img/s, the peer's fastest {rival['config']} at {rival[key]:.1f} img/s "
+                     f"(same run): {ratio:.2f}x; goal {factor:g}x: {verdict}")
     return lines
 
 
@@ -222,11 +252,14 @@ def main(argv):
         models.append(("W32 256x192 (random weights)", w32, "random initialisation"))
     if not models:
         raise app.UsageError("Nothing to benchmark: give --weights or --w32.")
-    all_rows, tables, goals = [], [], []
+    all_rows, tables, goals, servers = [], [], [], []
+    with_peer = _PEER.value == "true" or (_PEER.value == "auto" and peer.torch_available())
     with tempfile.TemporaryDirectory(prefix="skelpose_bench_") as scratch:
         for label, network, source in models:
             print(f"model {label} from {source}", flush=True)
             configs = _configurations(label, network, batch_sizes, scratch)
+            if with_peer and label.startswith("W32"):
+                configs += _peer_configurations(label, batch_sizes, servers)
             crops = _crops(network, 16)
             inputs = {b: _batch(crops, b) for b in batch_sizes}
             wall, cpu = _time(configs, inputs, calls)
@@ -235,6 +268,8 @@ def main(argv):
             tables.append(table)
             if label.startswith("W32"):
                 goals += _goals(rows, label)
+    for server in servers:
+        server.close()
     command = "python -m bench.inference " + " ".join(sys.argv[1:])
     context = {
         "command": command, "date": datetime.datetime.now().astimezone().isoformat(
@@ -243,13 +278,14 @@ def main(argv):
         "load_average_before": load_before, "load_average_after": load_average(),
         "tensorflow": tf.__version__, "tflite_runtime": interpreter_backend(),
         "repeats": _REPEATS.value, "calls": calls,
+        "peer_threads": servers[0].threads if servers else None,
     }
     print()
     for table in tables:
         print(table)
         print()
     if goals:
-        print("Goals (PyTorch anchors from shared/reference/performance-facts.md, quiet machine):")
+        print("Goals (ratios to the PyTorch peer measured in this run):")
         print("\n".join(goals))
     for key, value in context.items():
         print(f"{key}: {value}")

@@ -13,8 +13,11 @@ Settings (`SETTINGS`):
 
 Every measurement runs in a process of its own (clean peak memory, no warm caches from the
 other side): `python -m bench.peer --child train:best --width 32 ...` prints one `RESULT {json}`
-line. `bench.train_step` and `bench.inference` start these children alternately with their own,
-so that load changes on a shared machine hit both alike, and report ratios.
+line, and `bench.train_step` starts these children alternately with its own. For inference,
+`PeerServer` keeps one peer process per setting alive and times batches of calls on request,
+so `bench.inference` can take turns between its own configurations and the peer's within one
+run; while waiting for a request the peer's threads sleep and do not take CPU from the other
+side.
 
     python -m bench.peer --mode train --setting best --width 32 --input_size 256x192 \
         --batch_size 16 --steps 5
@@ -138,6 +141,64 @@ def measure_inference(width=32, input_size="256x192", batch_size=16, setting="be
             **_peak_memory_gb(torch, device)}
 
 
+def _serve(setting, width, input_size, threads):
+    """The `--serve` loop: one eval-mode peer, then for each request line `{"batch", "calls",
+    "warmup"}` on stdin one reply line `{"wall": [s...], "cpu": [s...]}` on stdout."""
+    torch, model, _, options = _setup(width, input_size, 1, setting, "cpu", threads, train=False)
+    height, width_px = _parse_size(input_size)
+    print(json.dumps({"ready": True, "threads": torch.get_num_threads(),
+                      "parameters": sum(p.numel() for p in model.parameters())}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        images = torch.randn(request["batch"], 3, height, width_px)
+        if options["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        wall, cpu = [], []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=options["bf16"]):
+            for index in range(request["warmup"] + request["calls"]):
+                started_wall, started_cpu = time.perf_counter(), time.process_time()
+                model(images)
+                if index >= request["warmup"]:
+                    wall.append(time.perf_counter() - started_wall)
+                    cpu.append(time.process_time() - started_cpu)
+        print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+
+
+class PeerServer:
+    """A peer inference process kept alive (`--serve`): `time_calls(batch, calls, warmup)`
+    returns the wall and CPU seconds of each timed call, measured inside the peer process.
+
+    Attributes:
+        setting: "default" or "best"; parameters: the peer's parameter count.
+    """
+
+    def __init__(self, setting, width=32, input_size="256x192", threads=0):
+        self.setting = setting
+        command = [sys.executable, "-m", "bench.peer", "--serve", setting, "--width", str(width),
+                   "--input_size", str(input_size), "--threads", str(threads)]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        ready = json.loads(self.process.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            raise RuntimeError(f"The PyTorch peer ({setting}) did not start: {command}")
+        self.parameters = ready["parameters"]
+        self.threads = ready["threads"]
+
+    def time_calls(self, batch, calls, warmup=0) -> tuple:
+        self.process.stdin.write(json.dumps({"batch": batch, "calls": calls,
+                                             "warmup": warmup}) + "\n")
+        self.process.stdin.flush()
+        reply = json.loads(self.process.stdout.readline())
+        return reply["wall"], reply["cpu"]
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=60)
+
+
 def child_command(mode, setting, width, input_size, batch_size, steps, threads=0,
                   device="cpu", compile=False) -> list:
     """The command line of one peer measurement in its own process."""
@@ -171,7 +232,11 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        _serve(args.serve, args.width, args.input_size, args.threads)
+        return
     mode, setting = args.child.split(":") if args.child else (args.mode, args.setting)
     measure = measure_train if mode == "train" else measure_inference
     result = measure(args.width, args.input_size, args.batch_size, setting, args.steps,
