@@ -15,8 +15,9 @@ Measurements (W32 256x192 COCO unless `--tiny`):
   `fit` on in-memory random uint8 images [N, H, W, 3] and keypoints [N, 17, 2] ((x, y)
   input pixels; no tf.data); targets are rendered inside the step. Images/s is the batch size
   over the median step time (each step's end synchronised by reading its loss); `first_step_s`
-  is from `fit` to the end of the first step (tracing and compilation included); peak device memory from
-  `device.memory_stats()["peak_bytes_in_use"]` (JAX) or `torch.cuda.max_memory_allocated()`.
+  is from `fit` to the end of the first step (tracing and compilation included); peak device
+  memory from `device.memory_stats()["peak_bytes_in_use"]` (JAX) or
+  `torch.cuda.max_memory_allocated()` (PyTorch).
 - `keras-jax` / `keras-torch`, inference: the network's forward pass in inference mode on
   float32 images already on the device (JAX: `jax.jit` of `stateless_call`, what `predict`
   compiles; PyTorch: the eager call under `torch.no_grad`, Keras' default), median call time.
@@ -212,7 +213,8 @@ def measure_keras_inference(width, input_size, topology, batch_size, steps, devi
 
 
 def measure_peer(mode, width, input_size, batch_size, steps, device, compile) -> dict:
-    """`bench.peer`'s measurement in its best setting on `device`, cuDNN autotuning on."""
+    """`bench.peer`'s measurement in its best setting on `device`, cuDNN autotuning on (a
+    no-op on the CPU)."""
     import torch
 
     from bench import peer
@@ -221,8 +223,9 @@ def measure_peer(mode, width, input_size, batch_size, steps, device, compile) ->
     torch.backends.cudnn.benchmark = True
     measure = peer.measure_train if mode == "train" else peer.measure_inference
     result = measure(width, input_size, batch_size, "best", steps, device, 0, compile)
-    keep = ("images_per_s", "step_s", "first_step_s", "call_s", "first_call_s", "peak_rss_gb",
-            "peak_device_gb")
+    keep = ("images_per_s", "step_s", "first_step_s", "peak_rss_gb", "peak_device_gb")
+    if mode == "inference":  # its process may have trained first: no memory figure
+        keep = ("images_per_s", "call_s", "first_call_s")
     return {**{k: result[k] for k in keep if k in result}, "steps": steps,
             "device_name": device_name, "cudnn_benchmark": True}
 
