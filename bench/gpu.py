@@ -332,9 +332,9 @@ def run_job(job, config, device, timeout_s) -> list:
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX):])
             done[(result["mode"], result["batch_size"])] = result
-    if failure and failure[0] == "failed":
-        tail = (stderr or stdout).strip().splitlines()[-12:]
-        failure = ("failed", failure[1] + ": " + " | ".join(tail))
+    tail = (stderr or stdout or "").strip().splitlines()[-12:]
+    if failure and failure[0] == "failed":  # the reason: the child's last line, the exception
+        failure = ("failed", failure[1] + (": " + tail[-1] if tail else ""))
     rows = []
     for mode, batch in _measurements(job):
         row = {"engine": job["engine"], "compile": job["compile"], "mode": mode,
@@ -343,7 +343,8 @@ def run_job(job, config, device, timeout_s) -> list:
             row.update(status="ok", **done[(mode, batch)])
         else:
             row.update(status=failure[0] if failure else "failed",
-                       reason=failure[1] if failure else "the child printed no result")
+                       reason=failure[1] if failure else "the child printed no result",
+                       log_tail=tail)
         rows.append(row)
     return rows
 
@@ -508,6 +509,8 @@ def main(argv=None):
     write_json_atomic(args.out, report, indent=1)
     print(table(report))
     print(f"wrote {args.out} ({report['hardware']}, {report['elapsed_s']:.0f} s)")
+    if not any(r["status"] == "ok" for r in results):
+        sys.exit("gpu.py: no measurement succeeded (see the reasons above and in the JSON)")
 
 
 if __name__ == "__main__":

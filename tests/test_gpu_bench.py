@@ -148,3 +148,14 @@ def test_what_does_not_fit_the_budget_is_skipped_or_stopped():
     assert [(r["mode"], r["batch_size"], r["status"]) for r in stopped] == [
         ("train", 2, "timed_out"), ("inference", 1, "timed_out"), ("inference", 2, "timed_out")]
     assert all("stopped after" in r["reason"] for r in stopped)
+
+
+def test_a_cuda_run_without_a_gpu_fails_instead_of_measuring_the_cpu():
+    job = {"engine": "keras-jax", "train_batch": 2, "inference_batches": (1,), "compile": None}
+    rows = gpu.run_job(job, gpu.TINY, "cuda", timeout_s=300)
+    if rows[0]["status"] == "ok":
+        pytest.skip("JAX sees a GPU here")
+    assert [(r["mode"], r["status"]) for r in rows] == [("train", "failed"),
+                                                        ("inference", "failed")]
+    assert all(r["reason"] == "exit status 1: RuntimeError: JAX runs on 'cpu', not on a GPU"
+               for r in rows), rows[0]["reason"]
