@@ -105,3 +105,16 @@ def test_train_step_bench_reports_ratios_to_the_peer(tmp_path):
     assert ratio["peak_rss"] == pytest.approx(row["peak_rss_gb"] / peer_row["peak_rss_gb"])
     assert ratio["first_step"] == pytest.approx(row["first_step_s"] / peer_row["first_step_s"])
     assert "goals (mixed_bfloat16 vs the peer's best)" in result.stdout
+
+
+def test_video_bench(tmp_path):
+    run_dir = tmp_path / "run"
+    save_tiny_model(str(run_dir))
+    out = tmp_path / "video.json"
+    run_module("bench.video", f"--weights={run_dir}", "--formats=keras", "--detector=none",
+               "--frames=3", "--size=160x120", "--repeats=1", f"--json_out={out}")
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["format"] == "keras" and row["people_per_frame"] == 1.0
+    assert positive(row["fps"]) and positive(row["pose_ms"]) and row["detector_ms"] >= 0
+    # The parts cannot take longer than the whole frame.
+    assert row["pose_ms"] + row["detector_ms"] < 1e3 / row["fps"]
