@@ -303,3 +303,43 @@ def test_same_sides_draws_both_sides_alike_with_the_same_people():
     for a, b in zip(people_a, people_b):
         np.testing.assert_array_equal(a.keypoints, b.keypoints)  # visibility included
         assert (a.bbox, a.area) == (b.bbox, b.area)
+
+
+@pytest.mark.slow
+def test_a_killed_ablation_resumes_the_unfinished_run_and_skips_the_finished_one(
+        synthetic_train_dir, tmp_path):
+    """ablation.py --train really killed (SIGKILL to its process group) once the second run has
+    a checkpoint; the rerun skips the first run and resumes the second from its checkpoint."""
+    import signal
+    import time
+
+    recipe = tmp_path / "recipe.cfg"
+    recipe.write_text(open(_recipe(tmp_path, synthetic_train_dir)).read()
+                      + "--steps_per_epoch=8\n--backup_every_steps=2\n--val_max_people=4\n")
+    out_dir = tmp_path / "out"
+    command = [sys.executable, os.path.join(REPO_ROOT, "ablation.py"), "--train",
+               f"--recipe={recipe}", "--seeds=0", f"--out_dir={out_dir}", "--batch_size=4"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    index = out_dir / "runs" / "skeletal_seed0" / "checkpoints" / "checkpoint"
+    deadline = time.time() + 400
+    while not index.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert index.exists(), "the skeletal run never wrote a checkpoint"
+    assert (out_dir / "runs" / "baseline_seed0" / "summary.json").exists()
+    assert not (out_dir / "runs" / "skeletal_seed0" / "summary.json").exists()
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "baseline_seed0 finished earlier, skipped" in completed.stdout
+    assert "resuming skeletal_seed0" in completed.stdout
+    baseline_log = (out_dir / "logs" / "baseline_seed0.log").read_text()
+    assert baseline_log.count("\n$ ") == 1  # trained once
+    skeletal_log = (out_dir / "logs" / "skeletal_seed0.log").read_text()
+    assert "resuming at step" in skeletal_log.split("\n$ ")[-1]
+    with open(out_dir / "ablation.json") as f:
+        table = json.load(f)
+    assert table["seeds"] == {"baseline": [0], "skeletal": [0]}
