@@ -343,3 +343,12 @@ def test_a_killed_ablation_resumes_the_unfinished_run_and_skips_the_finished_one
     with open(out_dir / "ablation.json") as f:
         table = json.load(f)
     assert table["seeds"] == {"baseline": [0], "skeletal": [0]}
+
+
+def test_training_refuses_a_synthetic_set_made_with_other_sides(synthetic_eval_dir):
+    from skelpose_tf.data.sources import ensure_synthetic_dataset
+
+    assert ensure_synthetic_dataset(synthetic_eval_dir, same_sides=False).exists()
+    assert ensure_synthetic_dataset(synthetic_eval_dir).exists()  # evaluation: either
+    with pytest.raises(ValueError, match="generated with same_sides=False.*--data_dir"):
+        ensure_synthetic_dataset(synthetic_eval_dir, same_sides=True)

@@ -100,7 +100,8 @@ def _data_paths(config, out):
     from skelpose_tf.data.sources import ensure_synthetic_dataset
 
     paths = ensure_synthetic_dataset(config.data_dir, config.synthetic_train,
-                                     config.synthetic_val, out=out)
+                                     config.synthetic_val, out=out,
+                                     same_sides=config.synthetic_same_sides)
     return {"train_ann": paths.train_annotations, "train_images": paths.train_images,
             "val_ann": paths.val_annotations, "val_images": paths.val_images,
             "det_boxes": config.val_det_boxes or paths.val_detections}
