@@ -150,6 +150,9 @@ def _write_seeded_results(summary, source, specs, recipe, seconds):
 
 def _seeded_ablation():
     started = time.time()
+    if _BASELINE.value or _SKELETAL.value:
+        raise app.UsageError("--train trains its own models; give either --train or "
+                             "--baseline_weights/--skeletal_weights.")
     try:
         variants = ablation_runs.parse_variants(_VARIANTS.value)
         seeds = ablation_runs.parse_seeds(_SEEDS.value)
