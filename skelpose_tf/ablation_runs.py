@@ -50,6 +50,7 @@ VARIANTS = {
 }
 DEFAULT_VARIANTS = ("baseline", "skeletal")
 BASELINE = "baseline"
+SKELETAL = "skeletal"
 RUN_OVERRIDES = ("--deterministic_data=true", "--export=false")
 SUMMARY = "summary.json"
 EVAL_FILE = "ablation_eval.json"

@@ -8,6 +8,8 @@ Input: `scores[(variant, seed)][decoder]` = the numbers of one run and decoder
 - per (variant, decoder), variant != baseline: the paired difference to the baseline of the
   same seed and decoder, its mean and standard error (sd of the differences / sqrt(n)); pairing
   removes what the seed does to both runs (data order, augmentation, shared initial weights);
+- the same to the `skeletal` model for the variants of the module (`physical_links`,
+  `no_skeletal_loss`): what the virtual links and the skeletal loss add;
 - per (variant, decoder), decoder != quarter: the paired difference to the quarter decoder of
   the same run (HRNet's own decoding), the decoder claim of Table III.
 
@@ -28,7 +30,7 @@ import math
 
 import numpy as np
 
-from skelpose_tf.ablation_runs import BASELINE, VARIANTS
+from skelpose_tf.ablation_runs import BASELINE, SKELETAL, VARIANTS
 from skelpose_tf.atomic_files import atomic_write
 
 REFERENCE_DECODER = "quarter"
@@ -89,7 +91,8 @@ def summarize(scores: dict, variants, decoders, dataset: str = "coco") -> dict:
     Returns:
         {"metrics": [[key, label, higher_is_better]], "per_seed": {variant: {decoder: {metric:
         {seed: value}}}}, "groups": {variant: {decoder: {metric: mean_sd}}}, "vs_baseline":
-        {variant: {decoder: {metric: paired}}}, "vs_quarter": {variant: {decoder: {metric:
+        {variant: {decoder: {metric: paired}}}, "vs_skeletal": the same against the
+        skeletal model, "vs_quarter": {variant: {decoder: {metric:
         paired}}}, "seeds": {variant: [seeds]}}.
     """
     metrics = metrics_for(dataset)
@@ -110,6 +113,11 @@ def summarize(scores: dict, variants, decoders, dataset: str = "coco") -> dict:
         vs_baseline = {v: {d: {m: paired(per_seed[v][d][m], per_seed[BASELINE][d][m])
                                for m in per_seed[v][d]} for d in decoders}
                        for v in variants if v != BASELINE}
+    vs_skeletal = {}
+    if SKELETAL in variants:
+        vs_skeletal = {v: {d: {m: paired(per_seed[v][d][m], per_seed[SKELETAL][d][m])
+                               for m in per_seed[v][d]} for d in decoders}
+                       for v in variants if v not in (BASELINE, SKELETAL)}
     vs_quarter = {}
     if REFERENCE_DECODER in decoders:
         vs_quarter = {v: {d: {m: paired(per_seed[v][d][m], per_seed[v][REFERENCE_DECODER][m])
@@ -118,7 +126,7 @@ def summarize(scores: dict, variants, decoders, dataset: str = "coco") -> dict:
     seeds = {v: sorted({seed for (name, seed) in scores if name == v}) for v in variants}
     return {"dataset": dataset, "metrics": [[k, label, up] for k, label, _, up in metrics],
             "per_seed": per_seed, "groups": groups, "vs_baseline": vs_baseline,
-            "vs_quarter": vs_quarter, "seeds": seeds}
+            "vs_skeletal": vs_skeletal, "vs_quarter": vs_quarter, "seeds": seeds}
 
 
 def _number(value, digits=1):
@@ -135,8 +143,8 @@ def _plus_minus(stats, spread_key, digits=1):
 
 
 def format_markdown(summary: dict, title: str = "", notes=()) -> str:
-    """Three markdown tables: mean +- sd per (variant, decoder); paired difference +- standard
-    error to the baseline; paired difference +- standard error to the quarter decoder.
+    """Markdown tables: mean +- sd per (variant, decoder); paired difference +- standard error
+    to the baseline, to the skeletal model (its variants), and to the quarter decoder.
     A difference marked * has |mean| > 2 SE."""
     metrics = summary["metrics"]
     labels = [label for _, label, _ in metrics]
@@ -170,6 +178,9 @@ def format_markdown(summary: dict, title: str = "", notes=()) -> str:
     lines += differences(summary["vs_baseline"], "Paired difference to the HRNet baseline of "
                          "the same seed and decoder: mean +- standard error (* : |mean| > 2 SE).",
                          "")
+    lines += differences(summary.get("vs_skeletal"), "Paired difference to the skeletal "
+                         "attention model (all 16 links, skeletal loss) of the same seed and "
+                         "decoder: mean +- standard error (* : |mean| > 2 SE).", "")
     lines += differences(summary["vs_quarter"], "Paired difference to the quarter decoder of "
                          "the same run: mean +- standard error (* : |mean| > 2 SE).",
                          f"- {REFERENCE_DECODER}")

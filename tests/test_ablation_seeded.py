@@ -133,6 +133,14 @@ def test_summary_means_sds_and_paired_differences():
     assert diff["resolved"] is True  # 1.67 > 2 x 0.67
     decoder = summary["vs_quarter"]["baseline"]["weighted"]["AP"]  # 0, 1, 2 points
     assert (decoder["mean"], decoder["se"]) == (pytest.approx(1.0), pytest.approx(1 / np.sqrt(3)))
+    physical = {("physical_links", seed): {"quarter": numbers(ap - 0.02), "weighted":
+                                          numbers(ap)} for seed, ap in enumerate((0.5, 0.5, 0.6))}
+    with_physical = ablation_stats.summarize({**scores, **physical},
+                                             ("baseline", "skeletal", "physical_links"),
+                                             ("quarter", "weighted"))
+    to_skeletal = with_physical["vs_skeletal"]["physical_links"]["quarter"]["AP"]
+    assert to_skeletal["differences"] == pytest.approx({0: -3.0, 1: -7.0, 2: 3.0})
+    assert set(with_physical["vs_skeletal"]) == {"physical_links"}
     markdown = ablation_stats.format_markdown(summary, "t")
     assert "| + skeletal attention | quarter | 3 | +1.7 +- 0.7 * |" in markdown
     assert "| HRNet baseline | weighted - quarter | 3 | +1.0 +- 0.6 |" in markdown
