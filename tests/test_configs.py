@@ -57,6 +57,11 @@ RECIPES = {
                      rotation_factor=15.0, scale_factor=0.25, half_body_prob=0.15,
                      val_max_people=200, backup_every_steps=50, export=True),
 }
+RECIPES["ablation.cfg"] = dict(  # the demo, shortened; ablation.py sets run_dir and seed
+    RECIPES["demo.cfg"], run_dir="runs/ablation_recipe", epochs=4, val_every_epochs=4,
+    image_every_epochs=4, export=False, deterministic_data=True)
+RECIPES["ablation_same_sides.cfg"] = dict(
+    RECIPES["ablation.cfg"], data_dir="data/synthetic_same_sides", synthetic_same_sides=True)
 RECIPES["coco_w32.cfg"] = RECIPES["coco_w32_256x192.cfg"]  # the alias
 for _name in [n for n in RECIPES if n.startswith(("coco_w", "mpii_w")) and n != "coco_w32.cfg"]:
     RECIPES[_name.replace(".cfg", "_baseline.cfg")] = dict(  # paper Tables I and II

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 
@@ -62,20 +63,32 @@ class DataSource:
 
 
 def ensure_synthetic_dataset(data_dir: str, num_train: int = 2000, num_val: int = 200,
-                             out=sys.stdout):
+                             out=sys.stdout, same_sides=None):
     """The synthetic data set's `DatasetPaths` in `data_dir`, generated first if missing.
 
     Generated with seed 0 (`num_train` + `num_val` images; the generator's defaults are the
     set that training's default makes), so `train.py` and `evaluate.py` find the same set.
+    `same_sides` (True / False) generates with or without the generator's `same_sides` and
+    checks that an existing set was made the same way (ValueError otherwise); None (the
+    evaluation and export callers) accepts either.
     """
     from skelpose_tf.data.synthetic import dataset_paths, generate_dataset
 
     paths = dataset_paths(data_dir)
     if not paths.exists():
         print(f"data: generating the synthetic data set in {data_dir} ({num_train} + {num_val} "
-              "images; first use, it is kept)", file=out, flush=True)
+              f"images{', same sides' if same_sides else ''}; first use, it is kept)", file=out,
+              flush=True)
         paths = generate_dataset(data_dir, num_train, num_val, seed=0,
-                                 workers=os.cpu_count() or 1)
+                                 workers=os.cpu_count() or 1, same_sides=bool(same_sides))
+    elif same_sides is not None:
+        with open(paths.val_annotations) as f:
+            made = bool(json.load(f).get("info", {}).get("same_sides", False))
+        if made != bool(same_sides):
+            raise ValueError(
+                f"{data_dir} holds a synthetic data set generated with same_sides={made}, but "
+                f"synthetic_same_sides={bool(same_sides)} was asked for; choose another "
+                "--data_dir (it is generated there on first use).")
     return paths
 
 

@@ -48,7 +48,11 @@ Conventions and rules:
 Command line:
 
     python -m skelpose_tf.data.synthetic --out data/synthetic [--train 2000] [--val 200]
-        [--seed 0] [--image_size 320x240] [--workers 1]
+        [--seed 0] [--image_size 320x240] [--workers 1] [--same_sides]
+
+`--same_sides` draws the right limbs in the left side's colours without bands (the same
+people, poses and scenes otherwise): only the pose and the face then tell left from right, so
+left/right confusion can happen, and the virtual left-right links can be tested.
 """
 
 from __future__ import annotations
@@ -336,7 +340,8 @@ def annotate_person(figure, person_index, id_map, silhouette, visible_area, widt
     )
 
 
-def render_scene(seed: int, split: str, index: int, image_size=(320, 240)):
+def render_scene(seed: int, split: str, index: int, image_size=(320, 240),
+                 same_sides: bool = False):
     """Draw image `index` of `split` and annotate its people.
 
     Args:
@@ -344,6 +349,8 @@ def render_scene(seed: int, split: str, index: int, image_size=(320, 240)):
         split: "train" or "val".
         index: 0-based image index within the split.
         image_size: (width, height) in pixels.
+        same_sides: both sides of every person in the left side's colours, unbanded
+            (`synthetic_figures.make_figure`); the same scenes and annotations otherwise.
 
     Returns:
         (image, people): RGB uint8 [height, width, 3] and a list of PersonAnnotation.
@@ -363,7 +370,7 @@ def render_scene(seed: int, split: str, index: int, image_size=(320, 240)):
     for _ in range(num_people):
         height_px = height * math.exp(rng.uniform(math.log(0.22), math.log(1.25))) * shrink
         centre = (rng.uniform(-0.05, 1.05) * width, rng.uniform(0.25, 0.75) * height)
-        figures.append(figures_lib.make_figure(rng, height_px, centre))
+        figures.append(figures_lib.make_figure(rng, height_px, centre, same_sides=same_sides))
     # Smaller people are usually farther away: draw them first.
     order = np.argsort([f.height_px * rng.uniform(0.8, 1.25) for f in figures], kind="stable")
     occluder_targets = []
@@ -427,8 +434,8 @@ def _detections(seed, index, image_id, people, width, height):
 
 def _render_and_write(task):
     """Worker: render one image, write its JPEG, return its annotation records."""
-    seed, split, index, image_size, image_dir = task
-    image, people = render_scene(seed, split, index, image_size)
+    seed, split, index, image_size, image_dir, same_sides = task
+    image, people = render_scene(seed, split, index, image_size, same_sides)
     image_id = image_id_for(split, index)
     file_name = f"{image_id:012d}.jpg"
     path = os.path.join(image_dir, file_name)
@@ -522,7 +529,8 @@ def _checked_image_size(image_size) -> tuple:
 
 
 def generate_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, seed: int = 0,
-                     image_size=(320, 240), workers: int = 1) -> DatasetPaths:  # fmt: skip
+                     image_size=(320, 240), workers: int = 1,
+                     same_sides: bool = False) -> DatasetPaths:  # fmt: skip
     """Render and write the synthetic data set (see the module docstring for the layout).
 
     Args:
@@ -534,6 +542,8 @@ def generate_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, se
         workers: processes rendering in parallel (1 = in this process). More than 1 forks the
             calling process: from a process that already runs TensorFlow, prefer 1 (or run the
             command line in a subprocess).
+        same_sides: left and right limbs drawn alike (`render_scene`), recorded as
+            `"same_sides": true` in the COCO files' `info`.
 
     Returns:
         DatasetPaths of the written files (`summarize(paths)` gives statistics).
@@ -559,7 +569,8 @@ def generate_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, se
         for split, count, image_dir in (("train", num_train, paths.train_images),
                                         ("val", num_val, paths.val_images)):  # fmt: skip
             os.makedirs(image_dir, exist_ok=True)
-            tasks = [(seed, split, i, (width, height), image_dir) for i in range(count)]
+            tasks = [(seed, split, i, (width, height), image_dir, same_sides)
+                     for i in range(count)]
             results = (pool.map(_render_and_write, tasks, chunksize=16) if pool
                        else map(_render_and_write, tasks))  # fmt: skip
             images, annotations, mpii, detections = [], [], [], []
@@ -570,7 +581,8 @@ def generate_dataset(out_dir: str, num_train: int = 2000, num_val: int = 200, se
                 detections.extend(image_detections)
             coco = {
                 "info": {"description": "skelpose_tf synthetic people", "seed": seed,
-                         "image_size": [width, height], "split": split},
+                         "image_size": [width, height], "split": split,
+                         **({"same_sides": True} if same_sides else {})},
                 "images": images, "annotations": annotations, "categories": categories,
             }  # fmt: skip
             train = split == "train"
@@ -629,6 +641,9 @@ def _define_flags() -> dict:
         "seed": flags.DEFINE_integer("seed", 0, "Data set seed (same seed, same bytes)."),
         "image_size": flags.DEFINE_string("image_size", "320x240", "Image size as WIDTHxHEIGHT."),
         "workers": flags.DEFINE_integer("workers", 1, "Rendering processes."),
+        "same_sides": flags.DEFINE_bool("same_sides", False, "Left and right limbs in the "
+                                        "same colours, unbanded: only pose and face tell the "
+                                        "sides apart (tests left/right confusion)."),
     }
 
 
@@ -643,7 +658,7 @@ def _main(flag_holders: dict, argv) -> None:
         raise app.UsageError(str(error)) from None
     start = time.perf_counter()
     paths = generate_dataset(values["out"], values["train"], values["val"], values["seed"],
-                             image_size, values["workers"])  # fmt: skip
+                             image_size, values["workers"], values["same_sides"])  # fmt: skip
     seconds = time.perf_counter() - start
     summary = summarize(paths)
     total = summary["train"]["images"] + summary["val"]["images"]

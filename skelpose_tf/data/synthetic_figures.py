@@ -689,7 +689,8 @@ class Figure:
             part.draw(canvas)
 
 
-def make_figure(rng: np.random.Generator, height_px: float, centre_xy, pose=None) -> Figure:
+def make_figure(rng: np.random.Generator, height_px: float, centre_xy, pose=None,
+                same_sides: bool = False) -> Figure:
     """Sample a pose, body and clothes; place the figure's silhouette extent centre at `centre_xy`.
 
     Args:
@@ -697,10 +698,15 @@ def make_figure(rng: np.random.Generator, height_px: float, centre_xy, pose=None
         height_px: standing height in pixels.
         centre_xy: (x, y) pixels where the centre of the figure's 2D extent goes.
         pose: optional pose in the layout of `sample_pose`'s result (sampled when None).
+        same_sides: draw the right limbs (and ear) in the left side's colours and without
+            bands, so that only the pose and the face tell left from right (the same random
+            draws as without it: the same people, poses and scenes).
     """
     pose = sample_pose(rng) if pose is None else pose
     body = sample_proportions(rng)
     look = sample_appearance(rng)
+    if same_sides:
+        look = dataclasses.replace(look, r_arm=look.l_arm, r_leg=look.l_leg)
     skeleton = build_skeleton(pose, body)
     rotation = view_rotation(pose["yaw"], pose["pitch"], pose["roll"])
     camera = {name: rotation @ point for name, point in skeleton.points.items()}
@@ -725,7 +731,7 @@ def make_figure(rng: np.random.Generator, height_px: float, centre_xy, pose=None
             a, b = f"{side}_{a}", f"{side}_{b}"
             depth = 0.5 * (camera[a][2] + camera[b][2]) - limb_bias
             parts.append(_Capsule(f"{side}_{part}", depth, flat[a], flat[b], radius, colour,
-                                  banded=side == "r"))  # fmt: skip
+                                  banded=side == "r" and not same_sides))  # fmt: skip
     corners = np.array([camera[f"torso_{i}"] for i in range(8)])
     hull = cv2.convexHull(corners[:, :2].astype(np.float32)).reshape(-1, 2).astype(float)
     torso_depth = float(corners[:, 2].mean())

@@ -116,10 +116,12 @@ class SkeletalAttention(keras.layers.Layer):
                 "Branches 1 and 2 must be exactly 1/2 and 1/4 of branch 0. "
                 f"Received shapes: {input_shape}"
             )
+        # Kept as an attribute: training redraws it per layer name (initial_weights.py).
+        self.kernel_initializer = keras.initializers.RandomNormal(stddev=0.001)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(1, 1, c0, self.num_links),
-            initializer=keras.initializers.RandomNormal(stddev=0.001),
+            initializer=self.kernel_initializer,
         )
         self.bias = self.add_weight(name="bias", shape=(self.num_links,), initializer="zeros")
 

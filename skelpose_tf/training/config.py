@@ -45,6 +45,9 @@ class TrainConfig:
                                     "is missing.")
     synthetic_val: int = _setting(200, "Synthetic validation images to generate when data_dir "
                                   "is missing.")
+    synthetic_same_sides: bool = _setting(False, "Synthetic people whose left and right limbs "
+                                          "look alike (the generator's --same_sides); an "
+                                          "existing data_dir must have been made the same way.")
     train_ann: str = _setting("", "Training annotations (COCO JSON / MPII HRNet-layout JSON).")
     train_tfrecords: str = _setting("", "Train from this directory of shards (python -m "
                                     "skelpose_tf.data.tfrecords) instead of train_ann / "

@@ -21,6 +21,7 @@ from skelpose_tf.training import callbacks as cb
 from skelpose_tf.training.config import TrainConfig
 from skelpose_tf.training.distribution import (barrier, make_strategy, same_on_all_workers,
                                                worker_directory, worker_role)
+from skelpose_tf.training.initial_weights import seed_initial_weights
 from skelpose_tf.training.optimizers import FusedAdam
 from skelpose_tf.training.run_state import (CHECKPOINT_DIR, RunState, RunStateError,
                                             existing_results, model_fingerprint)
@@ -99,7 +100,8 @@ def _data_paths(config, out):
     from skelpose_tf.data.sources import ensure_synthetic_dataset
 
     paths = ensure_synthetic_dataset(config.data_dir, config.synthetic_train,
-                                     config.synthetic_val, out=out)
+                                     config.synthetic_val, out=out,
+                                     same_sides=config.synthetic_same_sides)
     return {"train_ann": paths.train_annotations, "train_images": paths.train_images,
             "val_ann": paths.val_annotations, "val_images": paths.val_images,
             "det_boxes": config.val_det_boxes or paths.val_detections}
@@ -147,6 +149,8 @@ def build_trainer(config: TrainConfig, keypoint_set, steps_per_epoch, global_bat
     network = build_pose_model(config.width, config.input_size, keypoint_set,
                                config.skeletal_attention, dtype=policy, **topology,
                                sigma=config.sigma or None, decoder=config.decoder)
+    # Per-name draws: the layers both architectures have start equal (initial_weights.py).
+    seed_initial_weights(network, config.seed)
     if config.backbone_weights:
         if not os.path.exists(config.backbone_weights):
             raise FileNotFoundError(
