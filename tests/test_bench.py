@@ -45,13 +45,13 @@ def test_train_step_bench(tmp_path):
     assert report["peer"] == {} and report["ratios"] == []
 
 
-def test_inference_bench(tmp_path):
+def test_inference_bench(tmp_path, synthetic_eval_dir):
     run_dir = tmp_path / "run"
     save_tiny_model(str(run_dir))
     out = tmp_path / "inference.json"
     run_module("bench.inference", f"--weights={run_dir}", "--now32", "--batch_sizes=1",
                "--calls=1", "--repeats=1", "--warmup=1", "--quantizations=float32",
-               f"--data_dir={tmp_path / 'synthetic'}", "--num_calibration=2",
+               f"--data_dir={synthetic_eval_dir}", "--num_calibration=2",
                f"--out_json={out}")
     report = json.loads(out.read_text())
     configs = {row["config"] for row in report["rows"]}
