@@ -40,6 +40,7 @@ import sys
 from absl import flags
 
 from skelpose_tf.atomic_files import write_json_atomic
+from skelpose_tf.cli import UserError
 from skelpose_tf.keypoints import get_keypoint_set
 
 VARIANTS = {
@@ -196,7 +197,7 @@ def train_run(spec: RunSpec, recipe: str, train_script: str, log_dir: str,
     if returncode != 0 or not spec.finished:
         with open(log_path) as log:
             tail = "".join(log.readlines()[-6:]).strip()
-        raise RuntimeError(f"train.py failed for {spec.name} (exit code {returncode}); rerun "
+        raise UserError(f"train.py failed for {spec.name} (exit code {returncode}); rerun "
                            f"the same ablation command to resume. End of {log_path}:\n{tail}")
     return "trained"
 

@@ -11,6 +11,7 @@ import pytest
 
 from pose_fixtures import REPO_ROOT
 from skelpose_tf import ablation_runs, ablation_stats
+from skelpose_tf.cli import UserError
 from skelpose_tf.evaluation import pose_errors
 from skelpose_tf.keypoints import COCO, MPII
 
@@ -279,7 +280,7 @@ def test_a_failing_run_names_its_log(tmp_path):
     spec = ablation_runs.plan_runs(recipe, ("baseline",), (0,), str(tmp_path / "out"))[0]
     fake = tmp_path / "fail.py"
     fake.write_text("import sys\nprint('boom: bad data')\nsys.exit(2)\n")
-    with pytest.raises(RuntimeError, match=r"(?s)exit code 2.*baseline_seed0\.log:\n.*boom"):
+    with pytest.raises(UserError, match=r"(?s)exit code 2.*baseline_seed0\.log:\n.*boom"):
         ablation_runs.train_run(spec, recipe, str(fake), str(tmp_path / "logs"),
                                 out=open(os.devnull, "w"))
 
@@ -360,3 +361,31 @@ def test_training_refuses_a_synthetic_set_made_with_other_sides(synthetic_eval_d
     assert ensure_synthetic_dataset(synthetic_eval_dir).exists()  # evaluation: either
     with pytest.raises(ValueError, match="generated with same_sides=False.*--data_dir"):
         ensure_synthetic_dataset(synthetic_eval_dir, same_sides=True)
+
+
+@pytest.mark.slow
+def test_the_mpii_ablation_trains_and_reports_pckh(synthetic_train_dir, tmp_path):
+    """`ablation.py --train --dataset mpii` end to end on the synthetic set's MPII files: two
+    variants of one seed trained for 3 steps, scored with PCKh@0.5 and both PCKh@0.1."""
+    root = synthetic_train_dir
+    recipe = tmp_path / "mpii_tiny.cfg"
+    recipe.write_text("\n".join([
+        "--flagfile=configs/mpii_base.cfg", f"--run_dir={tmp_path / 'unused'}",
+        f"--train_ann={root}/annotations/mpii_train.json", f"--train_images={root}/images/train",
+        f"--val_ann={root}/annotations/mpii_val.json", f"--val_images={root}/images/val",
+        f"--val_head_boxes={root}/annotations/mpii_gt_val.mat", "--width=8",
+        "--input_size=64x64", "--tiny_topology=true", "--batch_size=4", "--epochs=1",
+        "--steps_per_epoch=3", "--val_max_people=8", "--export=false",
+        "--mixed_precision=float32"]) + "\n")
+    out_dir = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "ablation.py"), "--train",
+         f"--recipe={recipe}", "--dataset=mpii", f"--ann={root}/annotations/mpii_val.json",
+         f"--images={root}/images/val", f"--head_boxes={root}/annotations/mpii_gt_val.mat",
+         "--seeds=0", f"--out_dir={out_dir}"], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = (out_dir / "ablation.md").read_text()
+    assert "PCKh@0.5" in table and "PCKh@0.1" in table and "PCKh@0.1 exact" in table
+    assert "| HRNet baseline | weighted | 1 |" in table
+    assert "| + skeletal attention | dark | 1 |" in table
