@@ -81,6 +81,26 @@ def atomic_write(path):
     _sync_directory(directory)
 
 
+def write_png_atomic(path, image_rgb):
+    """Write RGB uint8 [H, W, 3] (or grey [H, W]) `image_rgb` as the PNG `path`, atomically.
+
+    Raises:
+        ValueError: OpenCV could not encode or write it (the previous `path` is kept).
+    """
+    import cv2
+    import numpy as np
+
+    image = np.asarray(image_rgb)
+    bgr = np.ascontiguousarray(image[..., ::-1]) if image.ndim == 3 else image
+    with atomic_write(path) as temporary:
+        try:
+            written = cv2.imwrite(temporary, bgr)
+        except cv2.error as error:
+            raise ValueError(f"Cannot write {path}: {str(error).strip()}") from None
+        if not written:
+            raise ValueError(f"Cannot write {path}.")
+
+
 def write_text_atomic(path, text):
     """Write `text` into `path`, complete or not at all."""
     with atomic_write(path) as temporary:

@@ -41,9 +41,9 @@ import dataclasses
 import json
 import os
 
-import cv2
 import numpy as np
 
+from skelpose_tf.atomic_files import write_png_atomic
 from skelpose_tf.data.images import ImageDecodeError, decode_image, read_image_bytes
 from skelpose_tf.detectors import read_boxes_file  # noqa: F401 - predict.py's boxes files
 from skelpose_tf.drawing import draw_people, maps_panel
@@ -207,8 +207,7 @@ def _output_stems(image_paths) -> dict:
 
 
 def _write_png(path, image_rgb):
-    if not cv2.imwrite(path, np.ascontiguousarray(image_rgb[..., ::-1])):
-        raise ValueError(f"Cannot write {path}.")
+    write_png_atomic(path, image_rgb)
 
 
 def coco_image_id(image_path, ids_by_name=None):

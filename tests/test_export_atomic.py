@@ -310,3 +310,19 @@ def test_check_keras_file_names_a_truncated_or_missing_file(keras_file, tmp_path
     missing = str(tmp_path / "missing.keras")
     with pytest.raises(FileNotFoundError, match=re.escape(missing)):
         check_keras_file(missing)
+
+
+def test_a_png_that_cannot_be_written_keeps_the_previous_one(tmp_path):
+    import cv2
+
+    from skelpose_tf.atomic_files import write_png_atomic
+
+    path = tmp_path / "pose.png"
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[..., 0] = 200  # red in RGB
+    write_png_atomic(str(path), image)
+    np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], image)
+    with pytest.raises(ValueError, match="Cannot write"):
+        write_png_atomic(str(path), np.zeros((0, 6, 3), np.uint8))  # nothing to encode
+    np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pose.png"]
