@@ -96,11 +96,14 @@ class PoseTrainer(keras.Model):
 
     def compute_losses(self, images, labels, training):
         """`(total, keypoint_loss, skeletal_loss, outputs)` for one batch, float32 scalars."""
-        targets = self.codec.encode(labels["keypoints"], labels["visibility"])
         outputs = self.network(images, training=training)
-        total, keypoint_term, skeletal_term = pose_loss(
-            outputs, targets, self.skeletal_loss_weight)
-        return total, keypoint_term, skeletal_term, outputs
+        return (*self.losses_of(outputs, labels), outputs)
+
+    def losses_of(self, outputs, labels):
+        """`(total, keypoint_loss, skeletal_loss)` of the network's `outputs`: targets rendered
+        from `labels` by the codec, then the visibility-masked losses."""
+        targets = self.codec.encode(labels["keypoints"], labels["visibility"])
+        return pose_loss(outputs, targets, self.skeletal_loss_weight)
 
     def train_step(self, *args):
         """One optimizer step: `train_step(data)` on TensorFlow and PyTorch, the stateless
@@ -145,8 +148,7 @@ class PoseTrainer(keras.Model):
         def scaled_loss(trainable, non_trainable):
             outputs, non_trainable = self.stateless_call(
                 trainable, non_trainable, images, training=True)
-            targets = self.codec.encode(labels["keypoints"], labels["visibility"])
-            losses = pose_loss(outputs, targets, self.skeletal_loss_weight)
+            losses = self.losses_of(outputs, labels)
             return self.optimizer.scale_loss(losses[0]), (losses, non_trainable)
 
         (_, (losses, non_trainable)), gradients = jax.value_and_grad(
