@@ -39,12 +39,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import peer  # noqa: E402
-from bench.machine import describe_machine, load_average  # noqa: E402
+from bench.machine import (  # noqa: E402
+    describe_machine, hide_jax_from_tensorflow, load_average)
 
 RENDER_REPEATS = 10
 
 
 def measure(args):
+    hide_jax_from_tensorflow()
     import keras
     import numpy as np
     import tensorflow as tf

@@ -45,6 +45,57 @@ def test_train_step_bench(tmp_path):
     assert report["peer"] == {} and report["ratios"] == []
 
 
+def _profile_step(tmp_path):
+    out = tmp_path / "profile.json"
+    run_module("bench.profile_step", "--width", 8, "--input_size", "64x64", "--batch_size", 2,
+               "--steps", 1, "--tiny_topology", "--json_out", out)
+    return json.loads(out.read_text())
+
+
+def _check_project_profile(report):
+    project = report["project"]
+    assert list(project["phases"]) == ["import", "build model + optimizer", "trace the step",
+                                       "first call (grappler, setup, run)"]
+    for seconds, rss in project["phases"].values():
+        assert positive(seconds) and positive(rss)
+    assert project["graph_ops"] > 100 and positive(project["step_s"])
+    assert all(positive(s) for s in project["eager_steps_s"])
+    # Tensors the allocator held are part of the process's resident memory.
+    assert 0 < project["allocator_peak_gb"] < project["peak_rss_gb"]
+    # Grappler's passes, read from TensorFlow's log: the usual ones ran and took time.
+    assert {"remapper", "constant_folding", "model_pruner"} <= set(report["grappler_ms"])
+    assert all(ms >= 0 for ms in report["grappler_ms"].values())
+    # The profiler saw the step's convolutions and Adam updates.
+    op_types = project["op_types"]
+    assert any("Conv2DBackpropFilter" in name for name in op_types), sorted(op_types)
+    assert any("ApplyAdam" in name for name in op_types), sorted(op_types)
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0":
+        kinds = {key.split()[0] for key in report["onednn"]["onednn_project"]}
+        assert "convolution" in kinds, kinds
+    assert set(report["elementwise_tf"]) == {"relu", "relu gradient", "add"}
+    assert all(positive(ms) for ms in report["elementwise_tf"].values())
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="the peer's columns are checked in the backends step")
+def test_profile_step_bench_project_only(tmp_path):
+    report = _profile_step(tmp_path)
+    _check_project_profile(report)
+    assert "peer" not in report and "onednn_peer" not in report["onednn"]
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_profile_step_bench_with_the_peer(tmp_path):
+    report = _profile_step(tmp_path)
+    _check_project_profile(report)
+    peer = report["peer"]
+    assert positive(peer["step_s"]) and positive(peer["phases"]["first step (eager)"][0])
+    assert any("convolution" in name for name in peer["op_types"])
+    kinds = {key.split()[0] for key in report["onednn"]["onednn_peer"]}
+    assert "convolution" in kinds, kinds
+    assert set(report["elementwise_torch"]) == {"relu", "relu gradient", "add"}
+
+
 def test_inference_bench(tmp_path, synthetic_eval_dir):
     run_dir = tmp_path / "run"
     save_tiny_model(str(run_dir))
@@ -118,3 +169,25 @@ def test_video_bench(tmp_path):
     assert positive(row["fps"]) and positive(row["pose_ms"]) and row["detector_ms"] >= 0
     # The parts cannot take longer than the whole frame.
     assert row["pose_ms"] + row["detector_ms"] < 1e3 / row["fps"]
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed")
+def test_benchmarks_measure_tensorflow_without_jax():
+    """TensorFlow imports JAX when it is installed; the project's benchmark processes hide it, so
+    they measure a TensorFlow install of the project."""
+    probe = ("import sys{hide}; import tensorflow; "
+             "print(type(sys.modules.get('jax')).__name__)")
+    hide = "; from bench.machine import hide_jax_from_tensorflow; hide_jax_from_tensorflow()"
+    imported = run_module_code(probe.format(hide=""))
+    hidden = run_module_code(probe.format(hide=hide))
+    assert imported == "module" and hidden == "NoneType", (imported, hidden)
+
+
+def run_module_code(code) -> str:
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow",
+                   "PYTHONPATH": os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]

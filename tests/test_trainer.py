@@ -73,6 +73,62 @@ def test_micro_batches_give_the_whole_batch_update():
     assert np.abs(micro_weights - start).max() > 1e-4
 
 
+def _fit_weights_and_logs(one_graph, data, **fit_kwargs):
+    """Weights and per-epoch logs after `fit` from seeded weights, with the one-graph train
+    function or Keras' nested one."""
+    keras.utils.set_random_seed(0)
+    trainer = make_trainer()
+    if not one_graph:
+        trainer._uses_one_graph_step = lambda: False
+    history = trainer.fit(data, verbose=0, shuffle=False, **fit_kwargs).history
+    weights = np.concatenate([np.ravel(v.numpy()) for v in trainer.network.weights])
+    return trainer, weights, history
+
+
+def test_one_graph_train_function_equals_keras_nested_one():
+    images, labels = tiny_batch(batch=4, seed=5)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    ours, weights, history = _fit_weights_and_logs(True, dataset, epochs=2, steps_per_epoch=3)
+    keras_trainer, keras_weights, keras_history = _fit_weights_and_logs(
+        False, dataset, epochs=2, steps_per_epoch=3)
+    # One tf.function over the iterator here, Keras' tf.function calling a tf.function there.
+    assert ours.train_function.__name__ == "train_function"
+    assert keras_trainer.train_function.__name__ == "function"
+    np.testing.assert_allclose(weights, keras_weights, rtol=1e-5, atol=1e-6)
+    for name in ("loss", "keypoint_loss", "skeletal_loss"):
+        np.testing.assert_allclose(history[name], keras_history[name], rtol=1e-5)
+
+
+def test_one_graph_train_function_ends_the_epoch_with_the_data():
+    """A finite dataset ends the epoch after its last batch (3 steps), as in Keras' function;
+    a dataset of numpy arrays (a Keras-made iterator) trains as well."""
+    images, labels = tiny_batch(batch=4, seed=6)
+    finite = tf.data.Dataset.from_tensors((images, labels)).repeat(3)
+    _, weights, history = _fit_weights_and_logs(True, finite, epochs=2)
+    _, keras_weights, keras_history = _fit_weights_and_logs(False, finite, epochs=2)
+    np.testing.assert_allclose(weights, keras_weights, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history["loss"], keras_history["loss"], rtol=1e-5)
+    counter = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            counter.append(batch)
+
+    keras.utils.set_random_seed(0)
+    make_trainer().fit(finite, epochs=1, verbose=0, callbacks=[CountSteps()])
+    assert counter == [0, 1, 2]
+    arrays = make_trainer().fit(images, labels, batch_size=2, epochs=1, verbose=0).history
+    assert np.isfinite(arrays["loss"][0])
+    # Called directly with a Python iterable of batches: one step, then StopIteration.
+    trainer = make_trainer()
+    trainer.make_train_function()
+    before = trainer.optimizer.iterations.numpy()
+    assert np.isfinite(float(trainer.train_function([(images, labels)])["loss"]))
+    assert trainer.optimizer.iterations.numpy() == before + 1
+    with pytest.raises(StopIteration):
+        trainer.train_function([])
+
+
 def test_micro_batches_must_divide_the_batch():
     trainer = PoseTrainer(tiny_pose_model("coco"), HeatmapCodec((64, 64), "coco"),
                           micro_batches=3)
