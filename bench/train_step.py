@@ -12,6 +12,7 @@ forward, masked losses, backward, Adam). Reported per configuration:
 - render share: time of `HeatmapCodec.encode` on the same batch over the step time, measured
   as in the step: inside one graph (compiled the same way), `RENDER_REPEATS` encodes per call so
   that the per-call dispatch of a standalone `tf.function` is not counted.
+`--baseline` times HRNet without the skeletal module, the peer's architecture (like for like).
 `--plain_keras` swaps in Keras' `BatchNormalization` and `Adam` for the project's fused
 `FusedBatchNormalization` and `FusedAdam` (the ablation in BENCHMARKS.md).
 
@@ -64,7 +65,8 @@ def measure(args):
         optimizer = keras.optimizers.Adam(1e-3)
     size = parse_input_size(args.input_size)
     topology = TOPOLOGIES["tiny" if args.tiny_topology else "official"]
-    network = build_pose_model(args.width, size, "coco", dtype=args.precision, **topology)
+    network = build_pose_model(args.width, size, "coco", dtype=args.precision,
+                               skeletal_attention=not args.baseline, **topology)
     codec = HeatmapCodec(size, "coco")
     trainer = PoseTrainer(network, codec, micro_batches=args.micro_batches)
     trainer.compile(optimizer=optimizer, jit_compile=args.jit)
@@ -114,6 +116,7 @@ def measure(args):
         "width": args.width, "input_size": args.input_size, "batch_size": args.batch_size,
         "precision": args.precision, "jit_compile": args.jit, "tiny_topology": args.tiny_topology,
         "plain_keras": args.plain_keras, "micro_batches": args.micro_batches,
+        "baseline": args.baseline,
         "images_per_s": args.batch_size / step_time, "step_s": step_time,
         "first_step_s": first_step, "peak_rss_gb": resource.getrusage(
             resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -137,7 +140,8 @@ def _project_command(args, precision, jit) -> list:
             "--batch_size", str(args.batch_size), "--steps", str(args.steps),
             "--repeats", str(args.repeats), "--micro_batches", str(args.micro_batches)] + (
                 ["--tiny_topology"] if args.tiny_topology else []) + (
-                ["--plain_keras"] if args.plain_keras else [])
+                ["--plain_keras"] if args.plain_keras else []) + (
+                ["--baseline"] if args.baseline else [])
 
 
 def measure_all(args) -> tuple:
@@ -173,6 +177,7 @@ def print_tables(args, project_rows, peer_rows) -> list:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in project_rows:
         model = (f"W{r['width']}{' tiny' if r['tiny_topology'] else ''}"
+                 f"{' baseline (no skeletal module)' if r.get('baseline') else ''}"
                  f"{' (Keras BN + Adam)' if r['plain_keras'] else ''}"
                  + (f" ({r['micro_batches']} micro-batches)" if r["micro_batches"] > 1 else ""))
         print(f"| {model} | {r['input_size']} | {r['batch_size']} | {r['precision']} | "
@@ -233,6 +238,9 @@ def main():
     parser.add_argument("--tiny_topology", action="store_true")
     parser.add_argument("--micro_batches", type=int, default=1,
                         help="run each batch as this many sequential micro-batches")
+    parser.add_argument("--baseline", action="store_true",
+                        help="HRNet without the skeletal module, the peer's architecture (like "
+                             "for like; the step still renders its targets)")
     parser.add_argument("--plain_keras", action="store_true",
                         help="Keras' BatchNormalization and Adam instead of the fused kernels")
     parser.add_argument("--json_out", default="")

@@ -32,14 +32,16 @@ def positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_train_step_bench(tmp_path):
+@pytest.mark.parametrize("baseline", [False, True])
+def test_train_step_bench(tmp_path, baseline):
     out = tmp_path / "train_step.json"
     run_module("bench.train_step", "--width", 8, "--input_size", "64x64", "--batch_size", 2,
                "--steps", 1, "--rounds", 1, "--precisions", "float32", "--tiny_topology",
-               "--peer", "false", "--json_out", out)
+               "--peer", "false", "--json_out", out, *(["--baseline"] if baseline else []))
     report = json.loads(out.read_text())
     [row] = report["project"]
     assert row["precision"] == "float32" and row["batch_size"] == 2
+    assert row["baseline"] is baseline
     for key in ("images_per_s", "first_step_s", "peak_rss_gb", "render_ms"):
         assert positive(row[key]), (key, row)
     assert report["peer"] == {} and report["ratios"] == []
