@@ -129,6 +129,19 @@ def test_one_graph_train_function_ends_the_epoch_with_the_data():
         trainer.train_function([])
 
 
+def test_xla_and_multi_step_runs_keep_keras_train_function():
+    """XLA cannot compile the iterator's `get_next` and several steps per execution need Keras'
+    loop, so both keep Keras' function, and train."""
+    images, labels = tiny_batch(batch=4, seed=7)
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    for compile_kwargs in ({"jit_compile": True}, {"steps_per_execution": 2}):
+        trainer = PoseTrainer(tiny_pose_model("coco"), HeatmapCodec((64, 64), "coco", sigma=2.0))
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kwargs)
+        history = trainer.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0).history
+        assert trainer.train_function.__name__ == "function", compile_kwargs
+        assert np.isfinite(history["loss"][0]) and trainer.optimizer.iterations.numpy() == 2
+
+
 def test_micro_batches_must_divide_the_batch():
     trainer = PoseTrainer(tiny_pose_model("coco"), HeatmapCodec((64, 64), "coco"),
                           micro_batches=3)

@@ -94,7 +94,9 @@ class PoseTrainer(keras.Model):
         second `tf.function`. Same step, same logs; TensorFlow then traces, optimises and
         instantiates one graph instead of two nested ones, ~2.3 s less first step for HRNet-W32
         (BENCHMARKS.md "Where the gaps to the peer come from"). Distribution strategies,
-        `steps_per_execution > 1` and eager runs keep Keras' function."""
+        `steps_per_execution > 1`, XLA (`jit_compile`: XLA cannot compile the iterator's
+        `get_next`, so Keras compiles only the inner function) and eager runs keep Keras'
+        function."""
         if self.train_function is not None and not force:
             return self.train_function
         if not self._uses_one_graph_step():
@@ -102,8 +104,7 @@ class PoseTrainer(keras.Model):
         import tensorflow as tf
 
         def compiled(function):
-            return tf.function(function, reduce_retracing=True, jit_compile=self.jit_compile,
-                               autograph=False)
+            return tf.function(function, reduce_retracing=True, autograph=False)
 
         step_on_iterator = compiled(lambda iterator: self.train_step(iterator.get_next()))
         step_on_data = compiled(self.train_step)
@@ -124,7 +125,7 @@ class PoseTrainer(keras.Model):
     def _uses_one_graph_step(self) -> bool:
         if keras.backend.backend() != "tensorflow" or self.run_eagerly:
             return False
-        if self.steps_per_execution != 1:
+        if self.steps_per_execution != 1 or self.jit_compile:
             return False
         # The default strategy is the one `tf.distribute.get_strategy()` returns outside every
         # strategy scope; Keras records the strategy in force when the model was made.
