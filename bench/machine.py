@@ -2,7 +2,9 @@
 
 import os
 import platform
+import resource
 import subprocess
+import sys
 
 
 def describe_machine():
@@ -22,6 +24,11 @@ def load_average():
         return " ".join(file.read().split()[:3])
 
 
+def peak_rss_gb() -> float:
+    """The peak resident memory of this process so far, GB (GiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def hide_jax_from_tensorflow():
     """Makes `import jax` fail in this process, before TensorFlow is imported.
 
@@ -31,8 +38,6 @@ def hide_jax_from_tensorflow():
     processes call this so that they measure that install. TensorFlow treats the failed import
     as JAX being absent.
     """
-    import sys
-
     if "tensorflow" not in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") == \
             "tensorflow":
         sys.modules["jax"] = None

@@ -29,14 +29,16 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
+from bench.machine import peak_rss_gb
+
 SETTINGS = {"default": {"channels_last": False, "bf16": False},
             "best": {"channels_last": True, "bf16": True}}
 NUM_KEYPOINTS = 17
+RESULT_PREFIX = "RESULT "
 
 
 def torch_available() -> bool:
@@ -74,7 +76,7 @@ def _synchronize(torch, device):
 
 
 def _peak_memory_gb(torch, device) -> dict:
-    result = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    result = {"peak_rss_gb": peak_rss_gb()}
     if str(device).startswith("cuda"):
         result["peak_device_gb"] = torch.cuda.max_memory_allocated() / 2**30
     return result
@@ -213,11 +215,16 @@ def run_child(command, environment=None) -> dict | None:
     output = subprocess.run(command, capture_output=True, text=True,
                             env={**os.environ, **(environment or {})},
                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
+    result = result_of(output.stdout)
+    if result is None:
         print(f"{' '.join(command)} failed:\n{output.stderr[-2000:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1][len("RESULT "):])
+    return result
+
+
+def result_of(stdout) -> dict | None:
+    """The dict of the last `RESULT {json}` line a `--child` process printed, or None."""
+    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    return json.loads(lines[-1][len(RESULT_PREFIX):]) if lines else None
 
 
 def main():
@@ -241,7 +248,7 @@ def main():
     measure = measure_train if mode == "train" else measure_inference
     result = measure(args.width, args.input_size, args.batch_size, setting, args.steps,
                      args.device, args.threads, args.compile)
-    print(("RESULT " if args.child else "") + json.dumps(result), flush=True)
+    print((RESULT_PREFIX if args.child else "") + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,14 @@ import glob
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 from bench import peer
-from bench.machine import describe_machine, hide_jax_from_tensorflow, load_average
+from bench.machine import (describe_machine, hide_jax_from_tensorflow, load_average,
+                           peak_rss_gb)
 
 MARK = "PROFILE_STEP_MARK"
 ELEMENTWISE_SHAPE = (16, 64, 48, 256)  # HRNet-W32 stage 1 at 256x192, batch 16, NHWC
@@ -53,18 +53,15 @@ def _rss_gb() -> float:
         return int(status.read().split("VmRSS:")[1].split()[0]) / 2**20
 
 
-def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def _project_setup(args):
     """`(tf, trainer, data)`: the real `PoseTrainer` on random images, phases timed."""
     phases = {}
     hide_jax_from_tensorflow()
     started = time.perf_counter()
+    import keras  # noqa: F401
+    import numpy as np
     import tensorflow as tf
 
-    import keras  # noqa: F401
     phases["import"] = (time.perf_counter() - started, _rss_gb())
     from skelpose_tf.codec import HeatmapCodec
     from skelpose_tf.models.pose_model import TOPOLOGIES, build_pose_model, parse_input_size
@@ -78,7 +75,7 @@ def _project_setup(args):
     trainer = PoseTrainer(network, HeatmapCodec(size, "coco"))
     trainer.compile(optimizer=FusedAdam(1e-3))
     phases["build model + optimizer"] = (time.perf_counter() - started, _rss_gb())
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (args.batch_size, *size, 3)).astype("uint8"))
     labels = {"keypoints": tf.constant(rng.uniform(0, min(size), (args.batch_size, 17, 2)),
                                        tf.float32),
@@ -101,7 +98,7 @@ def project_child(args) -> dict:
         float(step(data)["loss"])
         times.append(time.perf_counter() - started)
     allocator_peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**30
-    peak_rss = _peak_rss_gb()  # before the profiler and the eager steps add their own
+    peak_rss = peak_rss_gb()  # before the profiler and the eager steps add their own
     with tempfile.TemporaryDirectory() as trace_dir:
         tf.profiler.experimental.start(trace_dir)
         for _ in range(args.steps):
@@ -193,7 +190,7 @@ def peer_child(args) -> dict:
         started = time.perf_counter()
         step()
         times.append(time.perf_counter() - started)
-    peak_rss = _peak_rss_gb()  # before the profiler adds its own
+    peak_rss = peak_rss_gb()  # before the profiler adds its own
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         for _ in range(args.steps):
             step()
@@ -262,10 +259,6 @@ def _run(args, child, environment=None) -> tuple:
     return output.stdout, output.stderr
 
 
-def _result(stdout) -> dict:
-    return json.loads([line for line in stdout.splitlines() if line.startswith("RESULT ")][-1][7:])
-
-
 def onednn_times(log) -> dict:
     """`{(primitive, propagation): [ms, calls]}` of oneDNN `exec` lines after the last mark."""
     totals = collections.defaultdict(lambda: [0.0, 0])
@@ -292,16 +285,16 @@ def profile(args) -> dict:
     with_peer = peer.torch_available()
     stdout, stderr = _run(args, "project", {"TF_CPP_MIN_LOG_LEVEL": "0",
                                             "TF_CPP_VMODULE": "meta_optimizer=1"})
-    report = {"project": _result(stdout), "grappler_ms": grappler_times(stderr)}
+    report = {"project": peer.result_of(stdout), "grappler_ms": grappler_times(stderr)}
     if with_peer:
-        report["peer"] = _result(_run(args, "peer")[0])
+        report["peer"] = peer.result_of(_run(args, "peer")[0])
     verbose = {"ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     report["onednn_project"] = onednn_times(_run(args, "project_onednn", verbose)[0])
     if with_peer:
         report["onednn_peer"] = onednn_times(_run(args, "peer_onednn", verbose)[0])
-    report["elementwise_tf"] = _result(_run(args, "elementwise_tf")[0])
+    report["elementwise_tf"] = peer.result_of(_run(args, "elementwise_tf")[0])
     if with_peer:
-        report["elementwise_torch"] = _result(_run(args, "elementwise_torch")[0])
+        report["elementwise_torch"] = peer.result_of(_run(args, "elementwise_torch")[0])
     return report
 
 
@@ -378,7 +371,7 @@ def main():
         (project_onednn_child if args.child == "project_onednn" else peer_onednn_child)(args)
         return
     if args.child:
-        print("RESULT " + json.dumps(children[args.child](args)), flush=True)
+        print(peer.RESULT_PREFIX + json.dumps(children[args.child](args)), flush=True)
         return
     report = profile(args)
     print_report(args, report)

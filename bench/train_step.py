@@ -32,7 +32,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import peer  # noqa: E402
 from bench.machine import (  # noqa: E402
-    describe_machine, hide_jax_from_tensorflow, load_average)
+    describe_machine, hide_jax_from_tensorflow, load_average, peak_rss_gb)
 
 RENDER_REPEATS = 10
 
@@ -118,8 +117,7 @@ def measure(args):
         "plain_keras": args.plain_keras, "micro_batches": args.micro_batches,
         "baseline": args.baseline,
         "images_per_s": args.batch_size / step_time, "step_s": step_time,
-        "first_step_s": first_step, "peak_rss_gb": resource.getrusage(
-            resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "first_step_s": first_step, "peak_rss_gb": peak_rss_gb(),
         "render_ms": render_time * 1e3, "render_share": render_time / step_time,
     }
 
@@ -177,7 +175,7 @@ def print_tables(args, project_rows, peer_rows) -> list:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in project_rows:
         model = (f"W{r['width']}{' tiny' if r['tiny_topology'] else ''}"
-                 f"{' baseline (no skeletal module)' if r.get('baseline') else ''}"
+                 f"{' baseline (no skeletal module)' if r['baseline'] else ''}"
                  f"{' (Keras BN + Adam)' if r['plain_keras'] else ''}"
                  + (f" ({r['micro_batches']} micro-batches)" if r["micro_batches"] > 1 else ""))
         print(f"| {model} | {r['input_size']} | {r['batch_size']} | {r['precision']} | "

@@ -100,7 +100,8 @@ class PoseTrainer(keras.Model):
         if self.train_function is not None and not force:
             return self.train_function
         if not self._uses_one_graph_step():
-            return super().make_train_function(force)
+            super().make_train_function(force)
+            return self.train_function
         import tensorflow as tf
 
         def compiled(function):
