@@ -34,7 +34,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import datetime  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -45,6 +44,8 @@ from bench.machine import describe_machine, load_average  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
+
+from skelpose_tf.atomic_files import write_json_atomic  # noqa: E402
 
 _WEIGHTS = flags.DEFINE_string("weights", "runs/demo",
                                "Trained model (.keras or run directory); 'none' to skip.")
@@ -290,8 +291,7 @@ def main(argv):
     for key, value in context.items():
         print(f"{key}: {value}")
     if _OUT_JSON.value:
-        with open(_OUT_JSON.value, "w") as file:
-            json.dump({**context, "rows": all_rows, "goals": goals}, file, indent=2)
+        write_json_atomic(_OUT_JSON.value, {**context, "rows": all_rows, "goals": goals})
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import time
 from bench import peer
 from bench.machine import (describe_machine, hide_jax_from_tensorflow, load_average,
                            peak_rss_gb)
+from skelpose_tf.atomic_files import write_json_atomic
 
 MARK = "PROFILE_STEP_MARK"
 ELEMENTWISE_SHAPE = (16, 64, 48, 256)  # HRNet-W32 stage 1 at 256x192, batch 16, NHWC
@@ -376,13 +377,12 @@ def main():
     report = profile(args)
     print_report(args, report)
     if args.json_out:
-        with open(args.json_out, "w") as file:
-            json.dump({"machine": describe_machine(), "date": str(datetime.date.today()),
-                       "command": " ".join(sys.argv), **{k: v for k, v in report.items()
-                                                         if not k.startswith("onednn")},
-                       "onednn": {side: {" ".join(k): v for k, v in report[side].items()}
-                                  for side in report if side.startswith("onednn")}},
-                      file, indent=2)
+        write_json_atomic(args.json_out, {
+            "machine": describe_machine(), "date": str(datetime.date.today()),
+            "command": " ".join(sys.argv),
+            **{k: v for k, v in report.items() if not k.startswith("onednn")},
+            "onednn": {side: {" ".join(k): v for k, v in report[side].items()}
+                       for side in report if side.startswith("onednn")}})
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench import peer  # noqa: E402
 from bench.machine import (  # noqa: E402
     describe_machine, hide_jax_from_tensorflow, load_average, peak_rss_gb)
+from skelpose_tf.atomic_files import write_json_atomic  # noqa: E402
 
 RENDER_REPEATS = 10
 
@@ -255,10 +256,10 @@ def main():
     project_rows, peer_rows = measure_all(args)
     ratios = print_tables(args, project_rows, peer_rows)
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"machine": describe_machine(), "date": str(datetime.date.today()),
-                       "command": " ".join(sys.argv), "project": project_rows,
-                       "peer": peer_rows, "ratios": ratios}, f, indent=2)
+        write_json_atomic(args.json_out, {
+            "machine": describe_machine(), "date": str(datetime.date.today()),
+            "command": " ".join(sys.argv), "project": project_rows, "peer": peer_rows,
+            "ratios": ratios})
 
 
 if __name__ == "__main__":

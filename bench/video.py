@@ -31,6 +31,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from bench.machine import describe_machine, load_average  # noqa: E402
+from skelpose_tf.atomic_files import write_json_atomic  # noqa: E402
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMATS = ("keras", "saved_model", "tflite_int8")
@@ -156,9 +157,8 @@ def main():
         print(f"| {r['model']} | {r['format']} | {r['people_per_frame']:.1f} | {r['fps']:.2f} | "
               f"{r['detector_ms']:.1f} | {r['pose_ms']:.1f} |")
     if args.json_out:
-        with open(args.json_out, "w") as file:
-            json.dump({"command": command, "machine": describe_machine(),
-                       "date": str(datetime.date.today()), "rows": rows}, file, indent=2)
+        write_json_atomic(args.json_out, {"command": command, "machine": describe_machine(),
+                                          "date": str(datetime.date.today()), "rows": rows})
 
 
 if __name__ == "__main__":
